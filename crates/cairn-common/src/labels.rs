@@ -1,0 +1,192 @@
+//! Label sets: the identity of a series.
+
+use std::fmt;
+
+use xxhash_rust::xxh3::Xxh3;
+
+/// The label that holds a series' metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One `name="value"` pair.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+impl Label {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { name: name.into(), value: value.into() }
+    }
+}
+
+/// A label set, always sorted by name with unique names and no empty values.
+///
+/// Ordering is Prometheus's: pairwise by name, then value; a prefix sorts first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels(Vec<Label>);
+
+impl Labels {
+    /// Builds a label set from pairs in any order. Empty values are dropped (a
+    /// label with an empty value is the same as no label); for duplicate names
+    /// the last one wins. Validation of untrusted input happens before this.
+    pub fn new(mut labels: Vec<Label>) -> Self {
+        labels.retain(|l| !l.value.is_empty());
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        labels.dedup_by(|later, earlier| {
+            if later.name == earlier.name {
+                std::mem::swap(later, earlier);
+                true
+            } else {
+                false
+            }
+        });
+        Self(labels)
+    }
+
+    /// Wraps labels the caller guarantees to be sorted, unique and non-empty.
+    pub fn from_sorted(labels: Vec<Label>) -> Self {
+        debug_assert!(labels.windows(2).all(|w| w[0].name < w[1].name), "labels not sorted");
+        Self(labels)
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self::new(pairs.into_iter().map(|(n, v)| Label::new(n, v)).collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|l| l.name.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].value.as_str())
+    }
+
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    pub fn as_slice(&self) -> &[Label] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<Label> {
+        self.0
+    }
+
+    /// Sets `name` to `value`, or removes it when `value` is empty.
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.0.binary_search_by(|l| l.name.as_str().cmp(name)) {
+            Ok(i) if value.is_empty() => {
+                self.0.remove(i);
+            }
+            Ok(i) => value.clone_into(&mut self.0[i].value),
+            Err(_) if value.is_empty() => {}
+            Err(i) => self.0.insert(i, Label::new(name, value)),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        if let Ok(i) = self.0.binary_search_by(|l| l.name.as_str().cmp(name)) {
+            self.0.remove(i);
+        }
+    }
+
+    /// The same set without `__name__`.
+    pub fn without_metric_name(&self) -> Labels {
+        Labels(self.0.iter().filter(|l| l.name != METRIC_NAME).cloned().collect())
+    }
+
+    /// Keeps only the labels whose names `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Label) -> bool) {
+        self.0.retain(|l| keep(l));
+    }
+
+    /// A stable 64-bit hash of the whole set.
+    pub fn hash64(&self) -> u64 {
+        let mut h = Xxh3::new();
+        for l in &self.0 {
+            h.update(l.name.as_bytes());
+            h.update(&[0xff]);
+            h.update(l.value.as_bytes());
+            h.update(&[0xff]);
+        }
+        h.digest()
+    }
+}
+
+impl fmt::Display for Labels {
+    /// Prometheus's notation: `name{a="1", b="2"}`, or `{a="1"}` without a name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.metric_name();
+        if let Some(n) = name {
+            f.write_str(n)?;
+        }
+        f.write_str("{")?;
+        let mut first = true;
+        for l in self.0.iter().filter(|l| name.is_none() || l.name != METRIC_NAME) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{}={:?}", l.name, l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Label;
+    type IntoIter = std::slice::Iter<'a, Label>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_sorts_dedups_and_drops_empty() {
+        let l = Labels::new(vec![
+            Label::new("b", "2"),
+            Label::new("a", "1"),
+            Label::new("c", ""),
+            Label::new("b", "3"),
+        ]);
+        assert_eq!(l.to_string(), r#"{a="1", b="3"}"#);
+        assert_eq!(l.get("b"), Some("3"));
+        assert_eq!(l.get("c"), None);
+    }
+
+    #[test]
+    fn display_and_order_follow_prometheus() {
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "x")]);
+        assert_eq!(a.to_string(), r#"up{job="x"}"#);
+        let b = Labels::from_pairs([("__name__", "up")]);
+        assert!(b < a, "a prefix sorts first");
+    }
+
+    #[test]
+    fn set_and_remove() {
+        let mut l = Labels::from_pairs([("a", "1")]);
+        l.set("c", "3");
+        l.set("b", "2");
+        l.set("a", "");
+        assert_eq!(l.to_string(), r#"{b="2", c="3"}"#);
+        l.remove("b");
+        assert_eq!(l.hash64(), Labels::from_pairs([("c", "3")]).hash64());
+    }
+}

@@ -1,0 +1,23 @@
+//! Compiles `proto/` with protox, a protobuf compiler written in Rust, so that
+//! building Cairn needs no `protoc` on the machine.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "prometheus/types.proto",
+        "prometheus/remote.proto",
+        "io/prometheus/write/v2/types.proto",
+        "cairn/ingester/v1/ingester.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    let fds = protox::compile(files, [&root])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
