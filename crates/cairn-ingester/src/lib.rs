@@ -1,1 +1,289 @@
-//! placeholder
+//! Cairn's ingester: recent samples in memory, backed by a write-ahead log.
+//!
+//! ```text
+//!            Pusher::push / gRPC Push            Queryable::select, labels, series
+//!                      │                                   ▲
+//!                      ▼                                   │
+//!   Ingester ── tenant ──> TenantDb ─┬─ append lock ─> Wal (segments, fsync policy)
+//!                                    ├─ Head: series (packed labels, XOR chunks)
+//!                                    │        postings index (name -> value -> refs)
+//!                                    └─ metadata by metric family
+//!   background: fsync every sync interval, checkpoint every checkpoint interval
+//! ```
+//!
+//! Each tenant has its own head and WAL under `<data.dir>/wal/<tenant>/`, so
+//! tenants never contend on one lock and can be replayed independently.
+//! The ingester never validates label syntax (the distributor does) and never
+//! talks to other components: it is reached through [`Pusher`] and
+//! [`Queryable`], in process or over gRPC.
+
+pub mod checkpoint;
+pub mod config;
+pub mod db;
+pub mod grpc;
+pub mod head;
+pub mod metrics;
+pub mod wal;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cairn_common::metrics::Registry;
+use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher};
+use cairn_common::status::ServiceError;
+use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series};
+use cairn_common::{ErrorCode, Labels, Shutdown, TenantId};
+use parking_lot::{Mutex, RwLock};
+use tracing::{error, info, warn};
+
+pub use config::IngesterConfig;
+use db::{DbOptions, TenantDb};
+use metrics::IngesterMetrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Open(#[from] db::OpenError),
+    #[error("listing tenants in {dir}: {source}")]
+    List { dir: PathBuf, source: std::io::Error },
+    #[error("invalid ingester configuration: {0}")]
+    Config(String),
+}
+
+struct Inner {
+    cfg: IngesterConfig,
+    wal_root: PathBuf,
+    tenants: RwLock<HashMap<TenantId, Arc<TenantDb>>>,
+    /// Serialises opening a tenant's database (replay) per process.
+    opening: Mutex<()>,
+    metrics: Arc<IngesterMetrics>,
+    ready: AtomicBool,
+}
+
+/// A cheap-to-clone handle to the ingester of this process.
+#[derive(Clone)]
+pub struct Ingester {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Ingester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingester").field("wal_root", &self.inner.wal_root).finish()
+    }
+}
+
+impl Ingester {
+    pub fn new(cfg: IngesterConfig, data_dir: &Path, registry: &mut Registry) -> Result<Self, Error> {
+        cfg.validate().map_err(Error::Config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cfg,
+                wal_root: data_dir.join("wal"),
+                tenants: RwLock::new(HashMap::new()),
+                opening: Mutex::new(()),
+                metrics: Arc::new(IngesterMetrics::new(registry)),
+                ready: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    fn db_options(&self) -> DbOptions {
+        let c = &self.inner.cfg;
+        DbOptions {
+            ooo_window_ms: c.out_of_order_time_window.as_millis() as i64,
+            max_series: c.max_series_per_tenant,
+            sync_mode: c.wal.sync_mode,
+            segment_size: c.wal.segment_size_bytes,
+        }
+    }
+
+    /// Replays every tenant's checkpoint and WAL found on disk, then marks
+    /// the ingester ready. Blocking; run it on a blocking thread.
+    pub fn replay_all(&self) -> Result<(), Error> {
+        let root = &self.inner.wal_root;
+        std::fs::create_dir_all(root).map_err(|source| Error::List { dir: root.clone(), source })?;
+        let entries = std::fs::read_dir(root).map_err(|source| Error::List { dir: root.clone(), source })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| Error::List { dir: root.clone(), source })?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match TenantId::new(name) {
+                Ok(tenant) => {
+                    self.open_tenant(&tenant)?;
+                }
+                Err(e) => warn!(dir = %entry.path().display(), error = %e, "ignoring a wal folder that is not a tenant id"),
+            }
+        }
+        self.inner.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Replays on a blocking thread.
+    pub async fn start(&self) -> Result<(), Error> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.replay_all())
+            .await
+            .map_err(|e| Error::Config(format!("replay task failed: {e}")))?
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    fn get_tenant(&self, tenant: &TenantId) -> Option<Arc<TenantDb>> {
+        self.inner.tenants.read().get(tenant).cloned()
+    }
+
+    fn open_tenant(&self, tenant: &TenantId) -> Result<Arc<TenantDb>, Error> {
+        let _guard = self.inner.opening.lock();
+        if let Some(db) = self.get_tenant(tenant) {
+            return Ok(db);
+        }
+        let dir = self.inner.wal_root.join(tenant.as_str());
+        let db = Arc::new(TenantDb::open(tenant.clone(), &dir, self.db_options(), self.inner.metrics.clone())?);
+        self.inner.tenants.write().insert(tenant.clone(), db.clone());
+        Ok(db)
+    }
+
+    fn tenants(&self) -> Vec<Arc<TenantDb>> {
+        self.inner.tenants.read().values().cloned().collect()
+    }
+
+    /// Appends a batch for a tenant. Blocking (WAL I/O).
+    pub fn push_blocking(&self, tenant: &TenantId, batch: &PushBatch) -> Result<PushOutcome, ServiceError> {
+        if !self.is_ready() {
+            return Err(ServiceError::new(ErrorCode::Unavailable, "ingester is replaying its write-ahead log"));
+        }
+        let db = match self.get_tenant(tenant) {
+            Some(db) => db,
+            None => self.open_tenant(tenant).map_err(|e| {
+                error!(tenant = %tenant, error = %e, "opening tenant database failed");
+                ServiceError::new(ErrorCode::Internal, format!("opening the tenant's database failed: {e}"))
+            })?,
+        };
+        db.push(batch)
+    }
+
+    /// fsyncs every tenant's WAL.
+    pub fn sync_all(&self) {
+        for db in self.tenants() {
+            if let Err(e) = db.wal().sync() {
+                error!(tenant = %db.tenant, error = %e, "wal fsync failed");
+            }
+        }
+    }
+
+    /// Checkpoints every tenant that changed since its last checkpoint.
+    pub fn checkpoint_all(&self) {
+        for db in self.tenants() {
+            if let Err(e) = db.checkpoint() {
+                error!(tenant = %db.tenant, error = %e, "checkpoint failed; the wal is kept");
+            }
+        }
+    }
+
+    /// Background duties until shutdown: periodic fsync (interval mode),
+    /// periodic checkpoints, the memory gauge. On shutdown, fsyncs every WAL
+    /// so that nothing acknowledged depends on the page cache.
+    pub async fn run(&self, shutdown: Shutdown) {
+        let cfg = &self.inner.cfg;
+        let sync_every = match cfg.wal.sync_mode {
+            wal::SyncMode::Interval => cfg.wal.sync_interval.as_std(),
+            _ => Duration::from_secs(3600 * 24 * 365),
+        };
+        let checkpoint_every = match cfg.wal.checkpoint_interval.as_std() {
+            d if d.is_zero() => Duration::from_secs(3600 * 24 * 365),
+            d => d,
+        };
+        let mut sync_tick = tokio::time::interval(sync_every);
+        let mut checkpoint_tick = tokio::time::interval(checkpoint_every);
+        let mut memory_tick = tokio::time::interval(Duration::from_secs(60));
+        checkpoint_tick.reset();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = sync_tick.tick() => {
+                    let this = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || this.sync_all()).await;
+                }
+                _ = checkpoint_tick.tick() => {
+                    let this = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || this.checkpoint_all()).await;
+                }
+                _ = memory_tick.tick() => {
+                    let this = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let bytes: usize = this.tenants().iter().map(|db| db.head().heap_size()).sum();
+                        this.inner.metrics.memory_bytes.set(bytes as i64);
+                    }).await;
+                }
+            }
+        }
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.sync_all()).await;
+        info!("ingester stopped; write-ahead logs synced");
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Ingester) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(this))
+            .await
+            .map_err(|e| ServiceError::internal(format!("ingester task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Pusher for Ingester {
+    async fn push(&self, tenant: &TenantId, batch: PushBatch) -> Result<PushOutcome, ServiceError> {
+        let tenant = tenant.clone();
+        self.blocking(move |ing| ing.push_blocking(&tenant, &batch)).await
+    }
+}
+
+#[async_trait]
+impl Queryable for Ingester {
+    async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
+        let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
+        let (matchers, start, end, max_series, max_samples) =
+            (req.matchers.to_vec(), req.start, req.end, req.max_series, req.max_samples);
+        self.blocking(move |_| db.head().select(&matchers, start, end, max_series, max_samples)).await
+    }
+
+    async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {
+        let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
+        let (sets, start, end, limit) = (req.matcher_sets.to_vec(), req.start, req.end, req.limit);
+        self.blocking(move |_| Ok(db.head().series_labels(&sets, start, end, limit))).await
+    }
+
+    async fn label_names(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {
+        let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
+        let (sets, start, end, limit) = (req.matcher_sets.to_vec(), req.start, req.end, req.limit);
+        self.blocking(move |_| Ok(db.head().label_names(&sets, start, end, limit))).await
+    }
+
+    async fn label_values(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        req: &LabelsRequest<'_>,
+    ) -> Result<Vec<String>, ServiceError> {
+        let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
+        let (sets, start, end, limit, name) = (req.matcher_sets.to_vec(), req.start, req.end, req.limit, name.to_owned());
+        self.blocking(move |_| Ok(db.head().label_values(&name, &sets, start, end, limit))).await
+    }
+
+    async fn metadata(
+        &self,
+        tenant: &TenantId,
+        metric: Option<&str>,
+    ) -> Result<BTreeMap<String, Vec<MetricMetadata>>, ServiceError> {
+        Ok(self.get_tenant(tenant).map(|db| db.metadata(metric)).unwrap_or_default())
+    }
+}

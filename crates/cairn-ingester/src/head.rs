@@ -1,0 +1,314 @@
+//! The in-memory head of one tenant: series, their chunks and the index.
+//!
+//! Writers are serialised by the tenant's append lock (held by
+//! [`crate::db::TenantDb`]); readers take the index lock shared, clone the
+//! `Arc`s of matching series, and copy chunk handles under each series' own
+//! short lock. No lock is held while samples are decoded.
+
+pub mod packed;
+pub mod postings;
+pub mod series;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cairn_common::storage::Series as QuerySeries;
+use cairn_common::{ErrorCode, Labels, Matcher, status::ServiceError};
+use parking_lot::RwLock;
+
+use self::packed::PackedLabels;
+use self::postings::Index;
+pub use self::series::{Admit, Series, SeriesData};
+
+/// Series lookup and index, guarded together.
+#[derive(Debug, Default)]
+struct HeadIndex {
+    /// Series by ref; `None` where a ref was never used or was dropped.
+    series: Vec<Option<Arc<Series>>>,
+    /// Labels hash -> ref. A second series with the same hash (a 64-bit
+    /// collision) goes to `collisions`.
+    by_hash: HashMap<u64, u32>,
+    collisions: HashMap<u64, Vec<u32>>,
+    postings: Index,
+    num_series: usize,
+}
+
+impl HeadIndex {
+    fn find(&self, hash: u64, labels: &Labels) -> Option<&Arc<Series>> {
+        let r = *self.by_hash.get(&hash)?;
+        let s = self.get(r)?;
+        if s.labels.equals(labels) {
+            return Some(s);
+        }
+        self.collisions
+            .get(&hash)?
+            .iter()
+            .filter_map(|r| self.get(*r))
+            .find(|s| s.labels.equals(labels))
+    }
+
+    fn get(&self, r: u32) -> Option<&Arc<Series>> {
+        self.series.get(r as usize)?.as_ref()
+    }
+
+    fn insert(&mut self, hash: u64, series: Arc<Series>) {
+        let r = series.series_ref;
+        match self.by_hash.get(&hash) {
+            None => {
+                self.by_hash.insert(hash, r);
+            }
+            Some(_) => self.collisions.entry(hash).or_default().push(r),
+        }
+        self.postings.add(r, series.labels.pairs().map_while(|p| p));
+        let slot = r as usize;
+        if self.series.len() <= slot {
+            self.series.resize(slot + 1, None);
+        }
+        self.series[slot] = Some(series);
+        self.num_series += 1;
+    }
+}
+
+/// The head of one tenant.
+#[derive(Debug)]
+pub struct Head {
+    index: RwLock<HeadIndex>,
+    next_ref: AtomicU64,
+    samples_in_memory: AtomicU64,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Head {
+    pub fn new() -> Self {
+        Self { index: RwLock::new(HeadIndex::default()), next_ref: AtomicU64::new(0), samples_in_memory: AtomicU64::new(0) }
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.index.read().num_series
+    }
+
+    /// Finds the series with these labels.
+    pub fn get(&self, hash: u64, labels: &Labels) -> Option<Arc<Series>> {
+        self.index.read().find(hash, labels).cloned()
+    }
+
+    pub fn get_by_ref(&self, r: u32) -> Option<Arc<Series>> {
+        self.index.read().get(r).cloned()
+    }
+
+    /// Creates a series. With `with_ref`, it takes that ref (WAL replay), and
+    /// an existing series under that ref with the same labels is returned
+    /// instead; otherwise a fresh ref is allocated. Returns the series and
+    /// whether it was created.
+    pub fn create(&self, hash: u64, labels: &Labels, with_ref: Option<u32>) -> Result<(Arc<Series>, bool), ServiceError> {
+        let mut ix = self.index.write();
+        if let Some(s) = ix.find(hash, labels) {
+            return Ok((s.clone(), false));
+        }
+        let r = match with_ref {
+            Some(r) => {
+                if ix.get(r).is_some() {
+                    return Err(ServiceError::internal(format!("series ref {r} is already taken by other labels")));
+                }
+                self.next_ref.fetch_max(u64::from(r) + 1, Ordering::Relaxed);
+                r
+            }
+            None => {
+                let r = self.next_ref.fetch_add(1, Ordering::Relaxed);
+                u32::try_from(r).map_err(|_| {
+                    ServiceError::new(ErrorCode::TooManyRequests, "tenant exhausted the head's series refs")
+                })?
+            }
+        };
+        let series = Arc::new(Series { series_ref: r, labels: PackedLabels::new(labels), data: Default::default() });
+        ix.insert(hash, series.clone());
+        Ok((series, true))
+    }
+
+    pub fn add_samples_in_memory(&self, n: u64) {
+        self.samples_in_memory.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn samples_in_memory(&self) -> u64 {
+        self.samples_in_memory.load(Ordering::Relaxed)
+    }
+
+    /// Every series, in ref order (for checkpoints).
+    pub fn all_series(&self) -> Vec<Arc<Series>> {
+        self.index.read().series.iter().flatten().cloned().collect()
+    }
+
+    fn matching(&self, matchers: &[Matcher]) -> Vec<Arc<Series>> {
+        let ix = self.index.read();
+        ix.postings.select(matchers).into_iter().filter_map(|r| ix.get(r).cloned()).collect()
+    }
+
+    /// Series matching all `matchers` with samples in `[start, end]`,
+    /// sorted by labels. Fails once `max_series` or `max_samples` (0 = no
+    /// limit) would be exceeded.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        max_series: usize,
+        max_samples: usize,
+    ) -> Result<Vec<QuerySeries>, ServiceError> {
+        let mut out = Vec::new();
+        let mut total_samples = 0usize;
+        for s in self.matching(matchers) {
+            let snap = s.data.lock().snapshot(start, end);
+            let mut samples = Vec::new();
+            snap.decode_into(start, end, &mut samples);
+            if samples.is_empty() {
+                continue;
+            }
+            total_samples += samples.len();
+            if max_samples > 0 && total_samples > max_samples {
+                return Err(ServiceError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("the query would load more than {max_samples} samples from the head"),
+                ));
+            }
+            out.push(QuerySeries { labels: s.labels.to_labels(), samples });
+            if max_series > 0 && out.len() > max_series {
+                return Err(ServiceError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("the query would select more than {max_series} series"),
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// Refs of series matching any matcher set (all series for no sets)
+    /// with samples overlapping `[start, end]`.
+    fn matching_sets(&self, sets: &[Vec<Matcher>], start: i64, end: i64) -> Vec<Arc<Series>> {
+        let candidates: Vec<Arc<Series>> = if sets.is_empty() {
+            self.index.read().series.iter().flatten().cloned().collect()
+        } else {
+            let ix = self.index.read();
+            let refs = postings::union(sets.iter().map(|m| ix.postings.select(m)).collect::<Vec<_>>().iter().map(Vec::as_slice));
+            refs.into_iter().filter_map(|r| ix.get(r).cloned()).collect()
+        };
+        candidates.into_iter().filter(|s| s.data.lock().overlaps(start, end)).collect()
+    }
+
+    pub fn series_labels(&self, sets: &[Vec<Matcher>], start: i64, end: i64, limit: usize) -> Vec<Labels> {
+        let mut out: Vec<Labels> = self.matching_sets(sets, start, end).iter().map(|s| s.labels.to_labels()).collect();
+        out.sort();
+        truncate(&mut out, limit);
+        out
+    }
+
+    pub fn label_names(&self, sets: &[Vec<Matcher>], start: i64, end: i64, limit: usize) -> Vec<String> {
+        let mut names = std::collections::BTreeSet::new();
+        for s in self.matching_sets(sets, start, end) {
+            for (n, _) in s.labels.pairs().map_while(|p| p) {
+                if !names.contains(n) {
+                    names.insert(n.to_owned());
+                }
+            }
+        }
+        let mut out: Vec<String> = names.into_iter().collect();
+        truncate(&mut out, limit);
+        out
+    }
+
+    pub fn label_values(&self, name: &str, sets: &[Vec<Matcher>], start: i64, end: i64, limit: usize) -> Vec<String> {
+        let mut values = std::collections::BTreeSet::new();
+        if sets.is_empty() {
+            // Straight from the index: a value counts if any of its series
+            // has samples in range.
+            let ix = self.index.read();
+            for (v, refs) in ix.postings.values(name) {
+                let live = refs.iter().filter_map(|r| ix.get(*r)).any(|s| s.data.lock().overlaps(start, end));
+                if live {
+                    values.insert(v.to_owned());
+                }
+            }
+        } else {
+            for s in self.matching_sets(sets, start, end) {
+                if let Some(v) = s.labels.get(name) {
+                    if !values.contains(v) {
+                        values.insert(v.to_owned());
+                    }
+                }
+            }
+        }
+        let mut out: Vec<String> = values.into_iter().collect();
+        truncate(&mut out, limit);
+        out
+    }
+
+    /// Approximate heap bytes of the head (index, labels, chunks).
+    pub fn heap_size(&self) -> usize {
+        let ix = self.index.read();
+        let mut n = ix.postings.heap_size()
+            + ix.series.capacity() * 8
+            + ix.by_hash.capacity() * 16
+            + ix.collisions.len() * 48;
+        for s in ix.series.iter().flatten() {
+            n += size_of::<Series>() + 16 + s.labels.heap_size() + s.data.lock().heap_size();
+        }
+        n
+    }
+}
+
+fn truncate<T>(v: &mut Vec<T>, limit: usize) {
+    if limit > 0 && v.len() > limit {
+        v.truncate(limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_common::MatchOp;
+
+    #[test]
+    fn creates_finds_and_selects_series() {
+        let head = Head::new();
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "b")]);
+        let b = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        let (sa, created) = head.create(a.hash64(), &a, None).expect("create");
+        assert!(created);
+        let (again, created) = head.create(a.hash64(), &a, None).expect("create");
+        assert!(!created);
+        assert_eq!(again.series_ref, sa.series_ref);
+        let (sb, _) = head.create(b.hash64(), &b, None).expect("create");
+        sa.data.lock().append(1000, 1.0);
+        sb.data.lock().append(1000, 2.0);
+        sb.data.lock().append(2000, 3.0);
+        let m = [Matcher::new(MatchOp::Equal, "__name__", "up").expect("m")];
+        let got = head.select(&m, 0, 1500, 0, 0).expect("select");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].labels, b, "sorted by labels");
+        assert_eq!(got[0].samples.len(), 1);
+        assert!(head.select(&m, 0, 5000, 1, 0).is_err(), "series limit");
+        assert!(head.select(&m, 0, 5000, 0, 2).is_err(), "sample limit");
+        assert_eq!(head.label_values("job", &[], 0, 5000, 0), vec!["a", "b"]);
+        assert_eq!(head.label_values("job", &[], 1500, 5000, 0), vec!["a"], "time-filtered");
+        assert_eq!(head.label_names(&[m.to_vec()], 0, 5000, 1), vec!["__name__"]);
+        assert_eq!(head.series_labels(&[], 0, 5000, 0), vec![b, a]);
+    }
+
+    #[test]
+    fn replay_keeps_refs() {
+        let head = Head::new();
+        let a = Labels::from_pairs([("__name__", "x")]);
+        let (s, _) = head.create(a.hash64(), &a, Some(7)).expect("create");
+        assert_eq!(s.series_ref, 7);
+        let b = Labels::from_pairs([("__name__", "y")]);
+        let (s, _) = head.create(b.hash64(), &b, None).expect("create");
+        assert_eq!(s.series_ref, 8, "new refs continue after the highest replayed one");
+        assert!(head.create(a.hash64(), &Labels::from_pairs([("__name__", "z")]), Some(7)).is_err());
+    }
+}

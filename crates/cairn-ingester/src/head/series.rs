@@ -1,0 +1,288 @@
+//! One series in the head: its labels and its samples in XOR chunks.
+
+use bytes::Bytes;
+use cairn_common::chunk::{MAX_BYTES_PER_CHUNK, TARGET_SAMPLES_PER_CHUNK, XorAppender, XorIter};
+use cairn_common::Sample;
+use cairn_common::push::RejectReason;
+use parking_lot::Mutex;
+
+use super::packed::PackedLabels;
+
+/// A finished, immutable chunk.
+#[derive(Clone, Debug)]
+pub struct ClosedChunk {
+    pub min_t: i64,
+    pub max_t: i64,
+    pub data: Bytes,
+}
+
+/// A series: immutable labels plus mutable sample data behind a lock that is
+/// held only for the time of one append or one copy-out.
+#[derive(Debug)]
+pub struct Series {
+    pub series_ref: u32,
+    pub labels: PackedLabels,
+    pub data: Mutex<SeriesData>,
+}
+
+/// The samples of a series. In-order samples go to XOR chunks; when an
+/// out-of-order window is configured, older samples within it go to a small
+/// sorted buffer that queries merge in.
+#[derive(Debug, Default)]
+pub struct SeriesData {
+    pub closed: Vec<ClosedChunk>,
+    pub head: Option<HeadChunk>,
+    pub ooo: Option<Box<Vec<Sample>>>,
+}
+
+/// The chunk being appended to.
+#[derive(Debug)]
+pub struct HeadChunk {
+    pub min_t: i64,
+    pub app: XorAppender,
+}
+
+/// Outcome of checking one sample against a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Newer than everything: append in order.
+    InOrder,
+    /// Older, but inside the out-of-order window and not yet stored.
+    OutOfOrder,
+    /// Already stored with the same value: accept silently, store nothing.
+    Duplicate,
+    Reject(RejectReason),
+}
+
+impl SeriesData {
+    /// Timestamp and value of the newest in-order sample.
+    pub fn last(&self) -> Option<(i64, f64)> {
+        let h = self.head.as_ref()?;
+        Some((h.app.last_t(), h.app.last_v()))
+    }
+
+    /// Decides what to do with a sample at `t`, given the newest in-order
+    /// sample `last` (which may be a pending one of the same batch).
+    pub fn admit(&self, last: Option<(i64, f64)>, t: i64, v: f64, ooo_window: i64) -> Admit {
+        let Some((last_t, last_v)) = last else {
+            return Admit::InOrder;
+        };
+        if t > last_t {
+            return Admit::InOrder;
+        }
+        if t == last_t {
+            return if v.to_bits() == last_v.to_bits() {
+                Admit::Duplicate
+            } else {
+                Admit::Reject(RejectReason::DuplicateTimestamp)
+            };
+        }
+        if ooo_window <= 0 {
+            return Admit::Reject(RejectReason::OutOfOrder);
+        }
+        if t < last_t.saturating_sub(ooo_window) {
+            return Admit::Reject(RejectReason::TooOld);
+        }
+        match self.stored_value_at(t) {
+            Some(old) if old.to_bits() == v.to_bits() => Admit::Duplicate,
+            Some(_) => Admit::Reject(RejectReason::DuplicateTimestamp),
+            None => Admit::OutOfOrder,
+        }
+    }
+
+    /// The stored value at exactly `t`, searching chunks that may hold it.
+    fn stored_value_at(&self, t: i64) -> Option<f64> {
+        if let Some(ooo) = &self.ooo {
+            if let Ok(i) = ooo.binary_search_by_key(&t, |s| s.t) {
+                return Some(ooo[i].v);
+            }
+        }
+        let in_head = self.head.as_ref().filter(|h| h.min_t <= t).map(|h| h.app.bytes());
+        let bytes = match in_head {
+            Some(b) => b,
+            None => {
+                let c = self.closed.iter().rev().find(|c| c.min_t <= t && t <= c.max_t)?;
+                &c.data[..]
+            }
+        };
+        XorIter::new(bytes).find(|s| s.t == t).map(|s| s.v)
+    }
+
+    /// Appends an in-order sample, cutting a new chunk when the current one
+    /// is full. Returns true when a chunk was closed.
+    pub fn append(&mut self, t: i64, v: f64) -> bool {
+        let mut closed = false;
+        if let Some(h) = &self.head {
+            if h.app.num_samples() >= TARGET_SAMPLES_PER_CHUNK || h.app.len_bytes() >= MAX_BYTES_PER_CHUNK {
+                if let Some(h) = self.head.take() {
+                    let max_t = h.app.last_t();
+                    self.closed.push(ClosedChunk { min_t: h.min_t, max_t, data: Bytes::from(h.app.finish()) });
+                    closed = true;
+                }
+            }
+        }
+        let head = self.head.get_or_insert_with(|| HeadChunk { min_t: t, app: XorAppender::new() });
+        head.app.append(t, v);
+        closed
+    }
+
+    /// Inserts an out-of-order sample (the caller checked `admit`).
+    pub fn insert_ooo(&mut self, t: i64, v: f64) {
+        let ooo = self.ooo.get_or_insert_with(Default::default);
+        let i = ooo.partition_point(|s| s.t < t);
+        ooo.insert(i, Sample::new(t, v));
+    }
+
+    pub fn min_time(&self) -> Option<i64> {
+        let chunks = self.closed.first().map(|c| c.min_t).or(self.head.as_ref().map(|h| h.min_t));
+        let ooo = self.ooo.as_ref().and_then(|o| o.first()).map(|s| s.t);
+        match (chunks, ooo) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn max_time(&self) -> Option<i64> {
+        let chunks = self.last().map(|(t, _)| t);
+        let ooo = self.ooo.as_ref().and_then(|o| o.last()).map(|s| s.t);
+        match (chunks, ooo) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn overlaps(&self, start: i64, end: i64) -> bool {
+        match (self.min_time(), self.max_time()) {
+            (Some(lo), Some(hi)) => lo <= end && hi >= start,
+            _ => false,
+        }
+    }
+
+    /// Copies out what a query over `[start, end]` needs: chunk handles (cheap
+    /// clones) and the head chunk's bytes. Decoding happens after the lock.
+    pub fn snapshot(&self, start: i64, end: i64) -> SeriesSnapshot {
+        let mut chunks: Vec<Bytes> = self
+            .closed
+            .iter()
+            .filter(|c| c.min_t <= end && c.max_t >= start)
+            .map(|c| c.data.clone())
+            .collect();
+        if let Some(h) = &self.head {
+            if h.min_t <= end && h.app.last_t() >= start {
+                chunks.push(Bytes::copy_from_slice(h.app.bytes()));
+            }
+        }
+        let ooo = self
+            .ooo
+            .as_ref()
+            .map(|o| o.iter().filter(|s| s.t >= start && s.t <= end).copied().collect())
+            .unwrap_or_default();
+        SeriesSnapshot { chunks, ooo }
+    }
+
+    /// Approximate heap bytes held by this series' samples.
+    pub fn heap_size(&self) -> usize {
+        let closed: usize = self.closed.iter().map(|c| c.data.len() + size_of::<ClosedChunk>()).sum();
+        let head = self.head.as_ref().map(|h| h.app.len_bytes()).unwrap_or(0);
+        let ooo = self.ooo.as_ref().map(|o| o.capacity() * size_of::<Sample>()).unwrap_or(0);
+        closed + head + ooo
+    }
+}
+
+/// Samples of one series copied out of the head for a query.
+#[derive(Debug, Default)]
+pub struct SeriesSnapshot {
+    chunks: Vec<Bytes>,
+    ooo: Vec<Sample>,
+}
+
+impl SeriesSnapshot {
+    /// Decodes into `out` the samples in `[start, end]`, in time order.
+    pub fn decode_into(&self, start: i64, end: i64, out: &mut Vec<Sample>) {
+        out.clear();
+        for c in &self.chunks {
+            out.extend(XorIter::new(c).filter(|s| s.t >= start && s.t <= end));
+        }
+        if !self.ooo.is_empty() {
+            let in_order = std::mem::take(out);
+            merge_sorted(&in_order, &self.ooo, out);
+        }
+    }
+}
+
+/// Merges two time-sorted runs; on equal timestamps the first wins.
+fn merge_sorted(a: &[Sample], b: &[Sample], out: &mut Vec<Sample>) {
+    out.reserve(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].t.cmp(&b[j].t) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(d: &SeriesData) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        d.snapshot(i64::MIN, i64::MAX).decode_into(i64::MIN, i64::MAX, &mut out);
+        out.into_iter().map(|s| (s.t, s.v)).collect()
+    }
+
+    #[test]
+    fn cuts_chunks_and_reads_back_everything() {
+        let mut d = SeriesData::default();
+        for i in 0..1000 {
+            d.append(i * 10, i as f64);
+        }
+        assert_eq!(d.closed.len(), 1000 / TARGET_SAMPLES_PER_CHUNK as usize);
+        let got = samples(&d);
+        assert_eq!(got.len(), 1000);
+        assert_eq!(got[999], (9990, 999.0));
+        let mut part = Vec::new();
+        d.snapshot(100, 200).decode_into(100, 200, &mut part);
+        assert_eq!(part.len(), 11);
+    }
+
+    #[test]
+    fn admits_like_prometheus() {
+        let mut d = SeriesData::default();
+        d.append(100, 1.0);
+        let last = d.last();
+        assert_eq!(d.admit(last, 101, 1.0, 0), Admit::InOrder);
+        assert_eq!(d.admit(last, 100, 1.0, 0), Admit::Duplicate);
+        assert_eq!(d.admit(last, 100, 2.0, 0), Admit::Reject(RejectReason::DuplicateTimestamp));
+        assert_eq!(d.admit(last, 99, 1.0, 0), Admit::Reject(RejectReason::OutOfOrder));
+        assert_eq!(d.admit(last, 99, 1.0, 10), Admit::OutOfOrder);
+        assert_eq!(d.admit(last, 80, 1.0, 10), Admit::Reject(RejectReason::TooOld));
+    }
+
+    #[test]
+    fn out_of_order_samples_merge_into_reads() {
+        let mut d = SeriesData::default();
+        d.append(10, 1.0);
+        d.append(30, 3.0);
+        d.insert_ooo(20, 2.0);
+        d.insert_ooo(5, 0.5);
+        assert_eq!(samples(&d), vec![(5, 0.5), (10, 1.0), (20, 2.0), (30, 3.0)]);
+        assert_eq!(d.admit(d.last(), 20, 2.0, 100), Admit::Duplicate);
+        assert_eq!(d.admit(d.last(), 10, 9.0, 100), Admit::Reject(RejectReason::DuplicateTimestamp));
+        assert_eq!(d.min_time(), Some(5));
+    }
+}
