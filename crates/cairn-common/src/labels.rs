@@ -113,6 +113,19 @@ impl Labels {
         self.0.retain(|l| keep(l));
     }
 
+    /// Prometheus's label-set hash (XXH64 over `name 0xff value 0xff ...`),
+    /// which some PromQL functions (`limit_ratio`) expose in their results.
+    pub fn prometheus_hash(&self) -> u64 {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        for l in &self.0 {
+            h.update(l.name.as_bytes());
+            h.update(&[0xff]);
+            h.update(l.value.as_bytes());
+            h.update(&[0xff]);
+        }
+        h.digest()
+    }
+
     /// A stable 64-bit hash of the whole set.
     pub fn hash64(&self) -> u64 {
         let mut h = Xxh3::new();

@@ -1,1 +1,216 @@
-//! placeholder
+//! Cairn's PromQL engine.
+//!
+//! ```text
+//!   query text ──promql-parser──> AST ──plan::fetch──> Queryable::select (async)
+//!                                   │                        │ series per selector
+//!                                   └──────── Evaluator ◄────┘ (blocking thread)
+//!                                                 │ step-vectorised values
+//!                                                 ▼
+//!                                  QueryValue: scalar | string | vector | matrix
+//! ```
+//!
+//! The engine owns PromQL semantics and nothing else: it reads through the
+//! [`Queryable`] trait, never knows where data lives, and does no I/O while
+//! evaluating. Every selector's data is fetched before evaluation starts,
+//! over exactly the span evaluation will read.
+
+pub mod error;
+mod eval;
+mod kahan;
+pub mod plan;
+pub mod promqltest;
+pub mod value;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_common::storage::{Queryable, Series};
+use cairn_common::{Labels, TenantId};
+use promql_parser::parser::Expr;
+
+pub use error::{EvalError, Result};
+use eval::Evaluator;
+use plan::Timing;
+pub use value::format_value;
+use value::{Grid, Value};
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (default 5m).
+    pub lookback_delta_ms: i64,
+    /// Step of subqueries that give none (default 1m).
+    pub default_subquery_step_ms: i64,
+    /// Most samples a query may load or hold at once (0 = no limit).
+    pub max_samples: usize,
+    /// Time a query may run (0 = no limit).
+    pub timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            lookback_delta_ms: 5 * 60_000,
+            default_subquery_step_ms: 60_000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// One sample of an instant vector result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstantSample {
+    pub labels: Labels,
+    pub t: i64,
+    pub v: f64,
+}
+
+/// A query's result, in the shape the Prometheus API returns.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueryValue {
+    Scalar { t: i64, v: f64 },
+    String { t: i64, s: String },
+    Vector(Vec<InstantSample>),
+    Matrix(Vec<Series>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryResult {
+    pub value: QueryValue,
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+/// Parses a PromQL expression, mapping errors to `bad_data`.
+pub fn parse(query: &str) -> Result<Expr> {
+    promql_parser::parser::parse(query).map_err(EvalError::BadData)
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        Self { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `expr` at one instant.
+    pub async fn instant(&self, store: &dyn Queryable, tenant: &TenantId, expr: Expr, t: i64) -> Result<QueryResult> {
+        self.exec(store, tenant, expr, Grid::instant(t), false).await
+    }
+
+    /// Evaluates `expr` at `start, start+step, ..., end`.
+    pub async fn range(
+        &self,
+        store: &dyn Queryable,
+        tenant: &TenantId,
+        expr: Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<QueryResult> {
+        if step <= 0 {
+            return Err(EvalError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end < start {
+            return Err(EvalError::BadData("end timestamp must not be before start time".into()));
+        }
+        self.exec(store, tenant, expr, Grid { start, end, step }, true).await
+    }
+
+    async fn exec(&self, store: &dyn Queryable, tenant: &TenantId, expr: Expr, grid: Grid, is_range: bool) -> Result<QueryResult> {
+        let started = Instant::now();
+        let deadline = (!self.opts.timeout.is_zero()).then(|| started + self.opts.timeout);
+        let expr = Arc::new(expr);
+        if is_range {
+            match &*expr {
+                Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                    return Err(EvalError::BadData(
+                        "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
+                    ));
+                }
+                Expr::StringLiteral(_) => {
+                    return Err(EvalError::BadData(
+                        "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let timing = Timing {
+            query_start: grid.start,
+            query_end: grid.end,
+            lookback: self.opts.lookback_delta_ms,
+            default_step: self.opts.default_subquery_step_ms,
+        };
+        let fetch = plan::fetch(&expr, grid, &timing, store, tenant, self.opts.max_samples);
+        let fetched = match deadline {
+            Some(d) => tokio::time::timeout(d.saturating_duration_since(Instant::now()), fetch)
+                .await
+                .map_err(|_| EvalError::Timeout("query queue or storage"))??,
+            None => fetch.await?,
+        };
+        let max_samples = self.opts.max_samples;
+        tokio::task::spawn_blocking(move || {
+            let mut ev = Evaluator::new(timing, &fetched, deadline, max_samples);
+            let value = ev.eval(&expr, &grid)?;
+            let result = to_result(value, &grid, is_range)?;
+            Ok(QueryResult {
+                value: result,
+                warnings: ev.annotations.warnings.into_iter().collect(),
+                infos: ev.annotations.infos.into_iter().collect(),
+            })
+        })
+        .await
+        .map_err(|e| EvalError::Execution(format!("query evaluation failed: {e}")))?
+    }
+}
+
+fn to_result(v: Value, g: &Grid, is_range: bool) -> Result<QueryValue> {
+    Ok(match v {
+        Value::String(s) => QueryValue::String { t: g.start, s },
+        Value::Scalar(vals) if !is_range => QueryValue::Scalar { t: g.start, v: vals[0] },
+        Value::Scalar(vals) => QueryValue::Matrix(vec![Series {
+            labels: Labels::default(),
+            samples: vals.iter().enumerate().map(|(i, &v)| cairn_common::Sample::new(g.t(i), v)).collect(),
+        }]),
+        Value::Vector(v) if !is_range => QueryValue::Vector(
+            v.into_iter()
+                .filter_map(|s| s.points.get(0).map(|x| InstantSample { labels: s.labels, t: g.start, v: x }))
+                .collect(),
+        ),
+        Value::Vector(v) => {
+            let mut m: Vec<Series> = v
+                .into_iter()
+                .map(|s| Series {
+                    samples: s.points.iter().map(|(i, x)| cairn_common::Sample::new(g.t(i), x)).collect(),
+                    labels: s.labels,
+                })
+                .collect();
+            m.sort_by(|a, b| a.labels.cmp(&b.labels));
+            QueryValue::Matrix(m)
+        }
+        Value::Matrix(rv) => {
+            // An instant query of a range vector: the samples in the window.
+            let mut m: Vec<Series> = rv
+                .series
+                .iter()
+                .filter_map(|s| {
+                    let (_, w) = rv.windows(&s.samples).next()?;
+                    (!w.is_empty()).then(|| Series { labels: s.labels.clone(), samples: w.to_vec() })
+                })
+                .collect();
+            m.sort_by(|a, b| a.labels.cmp(&b.labels));
+            QueryValue::Matrix(m)
+        }
+    })
+}

@@ -1,0 +1,45 @@
+//! Query errors, classified as Prometheus classifies them.
+
+use cairn_common::ErrorCode;
+use cairn_common::status::ServiceError;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// The query cannot be parsed or its parameters are invalid.
+    #[error("{0}")]
+    BadData(String),
+    /// Evaluation failed (Prometheus's 422 "execution" errors).
+    #[error("{0}")]
+    Execution(String),
+    /// A limit was hit; the message names the limit and its flag.
+    #[error("{0}")]
+    Limit(String),
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    #[error("query was canceled")]
+    Canceled,
+    #[error("{0}")]
+    Storage(ServiceError),
+}
+
+impl EvalError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EvalError::BadData(_) => ErrorCode::BadData,
+            EvalError::Execution(_) | EvalError::Limit(_) => ErrorCode::Execution,
+            EvalError::Timeout(_) => ErrorCode::Timeout,
+            EvalError::Canceled => ErrorCode::Canceled,
+            EvalError::Storage(e) => match e.code {
+                // Storage refusing for size is a query limit.
+                ErrorCode::TooManyRequests => ErrorCode::Execution,
+                c => c,
+            },
+        }
+    }
+}
+
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;
+
+pub(crate) fn exec<T>(msg: impl Into<String>) -> Result<T> {
+    Err(EvalError::Execution(msg.into()))
+}

@@ -1,0 +1,461 @@
+//! Aggregation operators and `histogram_quantile`.
+
+use std::collections::HashMap;
+
+use cairn_common::{Labels, METRIC_NAME};
+use promql_parser::parser::token::{
+    T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN, T_QUANTILE, T_STDDEV,
+    T_STDVAR, T_SUM, T_TOPK,
+};
+use promql_parser::parser::{AggregateExpr, Call, LabelModifier};
+
+use super::Evaluator;
+use super::range_functions::quantile;
+use crate::error::{EvalError, Result, exec};
+use crate::kahan::{KahanSum, Mean, Variance};
+use crate::value::{Grid, Points, StepSeries, Value, format_value};
+
+/// The labels of the group a series belongs to.
+fn group_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+    match modifier {
+        None => Labels::default(),
+        Some(LabelModifier::Include(by)) => {
+            let mut l = labels.clone();
+            l.retain(|x| by.labels.iter().any(|n| *n == x.name));
+            l
+        }
+        Some(LabelModifier::Exclude(without)) => {
+            let mut l = labels.clone();
+            l.retain(|x| x.name != METRIC_NAME && !without.labels.iter().any(|n| *n == x.name));
+            l
+        }
+    }
+}
+
+/// Assigns each series a group; groups are numbered in first-seen order.
+fn grouping(v: &[StepSeries], modifier: &Option<LabelModifier>) -> (Vec<Labels>, Vec<usize>) {
+    let mut groups: Vec<Labels> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut of = Vec::with_capacity(v.len());
+    for s in v {
+        let gl = group_labels(&s.labels, modifier);
+        let gi = match index.get(&gl) {
+            Some(&i) => i,
+            None => {
+                index.insert(gl.clone(), groups.len());
+                groups.push(gl);
+                groups.len() - 1
+            }
+        };
+        of.push(gi);
+    }
+    (groups, of)
+}
+
+pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, g: &Grid) -> Result<Value> {
+    let op = a.op.id();
+    let n = g.len();
+    // The parameter is evaluated first, as Prometheus does.
+    let param_scalar = match (op, &a.param) {
+        (T_TOPK | T_BOTTOMK | T_QUANTILE | T_LIMITK | T_LIMIT_RATIO, Some(p)) => Some(ev.eval_scalar(p, g)?),
+        _ => None,
+    };
+    let param_string = match (op, &a.param) {
+        (T_COUNT_VALUES, Some(p)) => match ev.eval(p, g)? {
+            Value::String(s) => Some(s),
+            other => return exec(format!("expected string parameter, got {}", other.type_name())),
+        },
+        _ => None,
+    };
+    let v = ev.eval_vector(&a.expr, g)?;
+    let out = match op {
+        T_TOPK | T_BOTTOMK | T_LIMITK | T_LIMIT_RATIO => {
+            let k = param_scalar.unwrap_or_default();
+            select_k(ev, op, &k, v, &a.modifier, n)?
+        }
+        T_COUNT_VALUES => {
+            let label = param_string.unwrap_or_default();
+            count_values(&label, &v, &a.modifier, n)?
+        }
+        T_QUANTILE => {
+            let q = param_scalar.unwrap_or_default();
+            if let Some(bad) = q.iter().find(|x| !(0.0..=1.0).contains(*x)) {
+                ev.annotations.warnings.insert(format!("PromQL warning: quantile value should be between 0 and 1, got {bad}"));
+            }
+            let (groups, of) = grouping(&v, &a.modifier);
+            let mut vals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n]; groups.len()];
+            for (s, &gi) in v.iter().zip(&of) {
+                for (i, x) in s.points.iter() {
+                    vals[gi][i].push(x);
+                }
+            }
+            groups
+                .into_iter()
+                .zip(vals)
+                .filter_map(|(labels, mut steps)| {
+                    let mut points = Points::new(n);
+                    for (i, xs) in steps.iter_mut().enumerate() {
+                        if !xs.is_empty() {
+                            points.set(i, quantile(q[i], xs));
+                        }
+                    }
+                    (!points.is_empty()).then_some(StepSeries { labels, points })
+                })
+                .collect()
+        }
+        _ => simple(op, &v, &a.modifier, n)?,
+    };
+    Ok(Value::Vector(out))
+}
+
+/// Aggregations with one accumulator per group and step.
+fn simple(op: u16, v: &[StepSeries], modifier: &Option<LabelModifier>, n: usize) -> Result<Vec<StepSeries>> {
+    #[derive(Clone, Copy)]
+    enum Acc {
+        None,
+        Sum(KahanSum),
+        Mean(Mean),
+        Var(Variance),
+        Val(f64),
+    }
+    let (groups, of) = grouping(v, modifier);
+    let mut acc = vec![Acc::None; groups.len() * n];
+    for (s, &gi) in v.iter().zip(&of) {
+        for (i, x) in s.points.iter() {
+            let a = &mut acc[gi * n + i];
+            *a = match (op, *a) {
+                (T_SUM, Acc::None) => {
+                    let mut k = KahanSum::default();
+                    k.add(x);
+                    Acc::Sum(k)
+                }
+                (T_SUM, Acc::Sum(mut k)) => {
+                    k.add(x);
+                    Acc::Sum(k)
+                }
+                (T_AVG, Acc::None) => {
+                    let mut m = Mean::default();
+                    m.add(x);
+                    Acc::Mean(m)
+                }
+                (T_AVG, Acc::Mean(mut m)) => {
+                    m.add(x);
+                    Acc::Mean(m)
+                }
+                (T_STDDEV | T_STDVAR, Acc::None) => {
+                    let mut var = Variance::default();
+                    var.add(x);
+                    Acc::Var(var)
+                }
+                (T_STDDEV | T_STDVAR, Acc::Var(mut var)) => {
+                    var.add(x);
+                    Acc::Var(var)
+                }
+                (T_COUNT, Acc::None) => Acc::Val(1.0),
+                (T_COUNT, Acc::Val(c)) => Acc::Val(c + 1.0),
+                (T_GROUP, _) => Acc::Val(1.0),
+                (T_MAX | T_MIN, Acc::None) => Acc::Val(x),
+                (T_MAX, Acc::Val(cur)) => Acc::Val(if cur < x || cur.is_nan() { x } else { cur }),
+                (T_MIN, Acc::Val(cur)) => Acc::Val(if cur > x || cur.is_nan() { x } else { cur }),
+                _ => return exec(format!("unsupported aggregation operator {op}")),
+            };
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for (gi, labels) in groups.into_iter().enumerate() {
+        let mut points = Points::new(n);
+        for i in 0..n {
+            let val = match acc[gi * n + i] {
+                Acc::None => continue,
+                Acc::Sum(k) => k.value(),
+                Acc::Mean(m) => m.value(),
+                Acc::Var(var) if op == T_STDDEV => var.stddev(),
+                Acc::Var(var) => var.stdvar(),
+                Acc::Val(x) => x,
+            };
+            points.set(i, val);
+        }
+        if !points.is_empty() {
+            out.push(StepSeries { labels, points });
+        }
+    }
+    Ok(out)
+}
+
+/// `topk`, `bottomk`, `limitk` and `limit_ratio`: the chosen input series,
+/// unchanged, at the steps where they were chosen.
+fn select_k(
+    ev: &mut Evaluator<'_>,
+    op: u16,
+    k: &[f64],
+    v: Vec<StepSeries>,
+    modifier: &Option<LabelModifier>,
+    n: usize,
+) -> Result<Vec<StepSeries>> {
+    if op != T_LIMIT_RATIO {
+        if let Some(bad) = k.iter().find(|x| x.is_nan() || x.abs() > 9.2e18) {
+            return exec(format!("Scalar value {bad} overflows int64"));
+        }
+    } else if let Some(bad) = k.iter().find(|x| !(-1.0..=1.0).contains(*x)) {
+        ev.annotations.warnings.insert(format!(
+            "PromQL warning: ratio value should be between -1 and 1, got {bad}, capping to {}",
+            bad.clamp(-1.0, 1.0)
+        ));
+    }
+    let (groups, of) = grouping(&v, modifier);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
+    for (si, &gi) in of.iter().enumerate() {
+        members[gi].push(si);
+    }
+    let mut keep: Vec<Points> = v.iter().map(|_| Points::new(n)).collect();
+    // The order of the chosen series at each step, for instant results.
+    let mut order: Vec<usize> = Vec::new();
+    for m in &members {
+        for i in 0..n {
+            let present: Vec<usize> = m.iter().copied().filter(|&si| v[si].points.has(i)).collect();
+            if present.is_empty() {
+                continue;
+            }
+            let chosen: Vec<usize> = match op {
+                T_LIMIT_RATIO => {
+                    let r = k[i].clamp(-1.0, 1.0);
+                    present
+                        .into_iter()
+                        .filter(|&si| {
+                            let offset = v[si].labels.prometheus_hash() as f64 / u64::MAX as f64;
+                            (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r)
+                        })
+                        .collect()
+                }
+                _ => {
+                    let kk = k[i] as i64;
+                    if kk < 1 {
+                        continue;
+                    }
+                    let kk = (kk as usize).min(present.len());
+                    if op == T_LIMITK {
+                        present.into_iter().take(kk).collect()
+                    } else {
+                        let mut p = present;
+                        let val = |si: usize| v[si].points.get(i).unwrap_or(f64::NAN);
+                        p.sort_by(|&x, &y| {
+                            let (a, b) = (val(x), val(y));
+                            match (a.is_nan(), b.is_nan()) {
+                                (true, true) => std::cmp::Ordering::Equal,
+                                (true, false) => std::cmp::Ordering::Greater,
+                                (false, true) => std::cmp::Ordering::Less,
+                                _ if op == T_TOPK => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
+                                _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+                            }
+                        });
+                        p.truncate(kk);
+                        p
+                    }
+                }
+            };
+            for si in chosen {
+                if let Some(x) = v[si].points.get(i) {
+                    keep[si].set(i, x);
+                }
+                if n == 1 {
+                    order.push(si);
+                }
+            }
+        }
+    }
+    let mut series: Vec<Option<StepSeries>> =
+        v.into_iter().zip(keep).map(|(s, p)| (!p.is_empty()).then_some(StepSeries { labels: s.labels, points: p })).collect();
+    if n == 1 {
+        return Ok(order.into_iter().filter_map(|si| series[si].take()).collect());
+    }
+    Ok(series.into_iter().flatten().collect())
+}
+
+fn count_values(label: &str, v: &[StepSeries], modifier: &Option<LabelModifier>, n: usize) -> Result<Vec<StepSeries>> {
+    if label.is_empty() {
+        return exec(format!("invalid label name {label:?}"));
+    }
+    let mut out: Vec<StepSeries> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for s in v {
+        let base = group_labels(&s.labels, modifier);
+        for (i, x) in s.points.iter() {
+            let mut labels = base.clone();
+            labels.set(label, &format_value(x));
+            let oi = *index.entry(labels.clone()).or_insert_with(|| {
+                out.push(StepSeries { labels, points: Points::new(n) });
+                out.len() - 1
+            });
+            let cur = out[oi].points.get(i).unwrap_or(0.0);
+            out[oi].points.set(i, cur + 1.0);
+        }
+    }
+    Ok(out)
+}
+
+/// `histogram_quantile(φ, buckets)` over classic `le` buckets.
+pub fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
+    let n = g.len();
+    let args = &c.args.args;
+    if args.len() != 2 {
+        return Err(EvalError::BadData("histogram_quantile() takes two arguments".into()));
+    }
+    let q = ev.eval_scalar(&args[0], g)?;
+    if let Some(bad) = q.iter().find(|x| !(0.0..=1.0).contains(*x)) {
+        ev.annotations.warnings.insert(format!("PromQL warning: quantile value should be between 0 and 1, got {bad}"));
+    }
+    let v = ev.eval_vector(&args[1], g)?;
+    let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for (si, s) in v.iter().enumerate() {
+        let Some(le) = s.labels.get("le") else {
+            continue;
+        };
+        let Some(upper) = parse_le(le) else {
+            ev.annotations.warnings.insert(format!(
+                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {:?}",
+                s.labels.metric_name().unwrap_or("")
+            ));
+            continue;
+        };
+        let mut gl = s.labels.clone();
+        gl.remove("le");
+        gl.remove(METRIC_NAME);
+        let gi = *index.entry(gl.clone()).or_insert_with(|| {
+            groups.push((gl, Vec::new()));
+            groups.len() - 1
+        });
+        groups[gi].1.push((upper, si));
+    }
+    let mut out = Vec::new();
+    for (labels, buckets) in groups {
+        let mut points = Points::new(n);
+        let mut forced = false;
+        for i in 0..n {
+            let mut b: Vec<(f64, f64)> =
+                buckets.iter().filter_map(|&(ub, si)| v[si].points.get(i).map(|c| (ub, c))).collect();
+            if b.is_empty() {
+                continue;
+            }
+            let (val, f) = bucket_quantile(q[i], &mut b);
+            forced |= f;
+            points.set(i, val);
+        }
+        if forced {
+            ev.annotations.infos.insert(format!(
+                "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                labels.metric_name().unwrap_or("")
+            ));
+        }
+        if !points.is_empty() {
+            out.push(StepSeries { labels, points });
+        }
+    }
+    Ok(out)
+}
+
+fn parse_le(s: &str) -> Option<f64> {
+    match s.trim() {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        "NaN" | "nan" => Some(f64::NAN),
+        t => t.parse().ok(),
+    }
+}
+
+fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
+    const MIN_NORMAL: f64 = f64::MIN_POSITIVE;
+    if a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < MIN_NORMAL {
+        return diff < eps * MIN_NORMAL;
+    }
+    diff / abs_sum.min(f64::MAX) < eps
+}
+
+/// The quantile of classic buckets `(upper bound, cumulative count)`, and
+/// whether the counts had to be forced monotonic.
+fn bucket_quantile(q: f64, b: &mut Vec<(f64, f64)>) -> (f64, bool) {
+    if q.is_nan() {
+        return (f64::NAN, false);
+    }
+    if q < 0.0 {
+        return (f64::NEG_INFINITY, false);
+    }
+    if q > 1.0 {
+        return (f64::INFINITY, false);
+    }
+    b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
+        return (f64::NAN, false);
+    }
+    // Coalesce buckets with the same bound.
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for &(ub, c) in b.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    let mut forced = false;
+    let mut prev = merged[0].1;
+    for item in merged.iter_mut().skip(1) {
+        let cur = item.1;
+        if cur == prev {
+            continue;
+        }
+        if almost_equal(prev, cur, 1e-12) {
+            item.1 = prev;
+            continue;
+        }
+        if cur < prev {
+            item.1 = prev;
+            forced = true;
+            continue;
+        }
+        prev = cur;
+    }
+    if merged.len() < 2 {
+        return (f64::NAN, forced);
+    }
+    let observations = merged[merged.len() - 1].1;
+    if observations == 0.0 {
+        return (f64::NAN, forced);
+    }
+    let mut rank = q * observations;
+    let search = &merged[..merged.len() - 1];
+    let bi = search.partition_point(|x| x.1 < rank);
+    if bi == merged.len() - 1 {
+        return (merged[merged.len() - 2].0, forced);
+    }
+    if bi == 0 && merged[0].0 <= 0.0 {
+        return (merged[0].0, forced);
+    }
+    let (mut start, end, mut count) = (0.0, merged[bi].0, merged[bi].1);
+    if bi > 0 {
+        start = merged[bi - 1].0;
+        count -= merged[bi - 1].1;
+        rank -= merged[bi - 1].1;
+    }
+    (start + (end - start) * (rank / count), forced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_quantiles() {
+        let mut b = vec![(0.1, 10.0), (0.5, 50.0), (1.0, 100.0), (f64::INFINITY, 100.0)];
+        assert_eq!(bucket_quantile(0.5, &mut b).0, 0.5);
+        let mut b = vec![(1.0, 10.0), (f64::INFINITY, 5.0)];
+        let (v, forced) = bucket_quantile(0.5, &mut b);
+        assert!(forced);
+        assert_eq!(v, 0.5);
+        let mut no_inf = vec![(1.0, 10.0)];
+        assert!(bucket_quantile(0.5, &mut no_inf).0.is_nan());
+    }
+}

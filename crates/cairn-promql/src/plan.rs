@@ -1,0 +1,217 @@
+//! Before evaluation: find every selector, work out which time span it
+//! reads, and fetch its series from storage.
+//!
+//! The spans follow evaluation exactly (offsets, `@`, lookback, ranges and
+//! the step alignment of subqueries), so evaluation itself never does I/O.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cairn_common::storage::{Queryable, SelectRequest, Series};
+use cairn_common::{MatchOp, Matcher, TenantId};
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+
+use crate::error::{EvalError, Result};
+use crate::value::Grid;
+
+/// Where a selector's data is kept: the node's address in the AST, which
+/// is stable because the AST is behind an `Arc` for the whole query.
+pub type SelectorKey = usize;
+
+pub fn key(vs: &VectorSelector) -> SelectorKey {
+    vs as *const VectorSelector as usize
+}
+
+/// Fetched series per selector.
+pub type Fetched = HashMap<SelectorKey, Arc<Vec<Series>>>;
+
+/// Settings planning shares with evaluation.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub query_start: i64,
+    pub query_end: i64,
+    pub lookback: i64,
+    pub default_step: i64,
+}
+
+/// A selector and the inclusive time span it reads.
+struct Need<'a> {
+    vs: &'a VectorSelector,
+    mint: i64,
+    maxt: i64,
+}
+
+pub fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+pub fn at_ms(at: &Option<AtModifier>, t: &Timing) -> Option<i64> {
+    match at {
+        None => None,
+        Some(AtModifier::Start) => Some(t.query_start),
+        Some(AtModifier::End) => Some(t.query_end),
+        Some(AtModifier::At(st)) => Some(match st.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_millis() as i64,
+            Err(e) => -(e.duration().as_millis() as i64),
+        }),
+    }
+}
+
+/// The grid a subquery's inner expression is evaluated on, as Prometheus
+/// aligns it: steps at multiples of the subquery step.
+pub fn subquery_grid(outer: &Grid, range: i64, step: i64, offset: i64, at: Option<i64>) -> Grid {
+    let (start, end) = match at {
+        Some(a) => (a, a),
+        None => (outer.start, outer.end),
+    };
+    let end = end - offset;
+    let lo = start - offset - range;
+    let mut inner_start = step * (lo / step);
+    if inner_start < lo {
+        inner_start += step;
+    }
+    Grid { start: inner_start, end, step }
+}
+
+fn collect<'a>(e: &'a Expr, g: Grid, t: &Timing, out: &mut Vec<Need<'a>>) {
+    match e {
+        Expr::VectorSelector(vs) => {
+            let (lo, hi) = eval_span(vs, &g, t);
+            out.push(Need { vs, mint: lo - t.lookback, maxt: hi });
+        }
+        Expr::MatrixSelector(ms) => {
+            let (lo, hi) = eval_span(&ms.vs, &g, t);
+            out.push(Need { vs: &ms.vs, mint: lo - ms.range.as_millis() as i64, maxt: hi });
+        }
+        Expr::Subquery(sq) => {
+            let step = sq.step.map(|d| d.as_millis() as i64).filter(|s| *s > 0).unwrap_or(t.default_step);
+            let inner = subquery_grid(&g, sq.range.as_millis() as i64, step, offset_ms(&sq.offset), at_ms(&sq.at, t));
+            collect(&sq.expr, inner, t, out);
+        }
+        Expr::Aggregate(a) => {
+            collect(&a.expr, g, t, out);
+            if let Some(p) = &a.param {
+                collect(p, g, t, out);
+            }
+        }
+        Expr::Unary(u) => collect(&u.expr, g, t, out),
+        Expr::Binary(b) => {
+            collect(&b.lhs, g, t, out);
+            collect(&b.rhs, g, t, out);
+        }
+        Expr::Paren(p) => collect(&p.expr, g, t, out),
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                collect(a, g, t, out);
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// The first and last evaluation time of a selector on grid `g`.
+fn eval_span(vs: &VectorSelector, g: &Grid, t: &Timing) -> (i64, i64) {
+    let off = offset_ms(&vs.offset);
+    match at_ms(&vs.at, t) {
+        Some(a) => (a - off, a - off),
+        None => (g.start - off, g.end - off),
+    }
+}
+
+/// Converts a selector's matchers into storage matchers: one set per `or`
+/// branch (one set when there is no `or`).
+pub fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
+    let convert = |m: &promql_parser::label::Matcher| -> Result<Matcher> {
+        let op = match m.op {
+            PMatchOp::Equal => MatchOp::Equal,
+            PMatchOp::NotEqual => MatchOp::NotEqual,
+            PMatchOp::Re(_) => MatchOp::Regex,
+            PMatchOp::NotRe(_) => MatchOp::NotRegex,
+        };
+        Matcher::new(op, m.name.clone(), m.value.clone())
+            .map_err(|e| EvalError::BadData(format!("invalid regular expression in {}: {e}", m.name)))
+    };
+    let name = vs.name.as_ref().map(|n| Matcher::equal(cairn_common::METRIC_NAME, n.clone()));
+    let mut base: Vec<Matcher> = name.into_iter().collect();
+    for m in &vs.matchers.matchers {
+        base.push(convert(m)?);
+    }
+    if vs.matchers.or_matchers.is_empty() {
+        return Ok(vec![base]);
+    }
+    vs.matchers
+        .or_matchers
+        .iter()
+        .map(|branch| {
+            let mut set = base.clone();
+            for m in branch {
+                set.push(convert(m)?);
+            }
+            Ok(set)
+        })
+        .collect()
+}
+
+/// Fetches every selector's series. Limits apply to the query as a whole.
+pub async fn fetch(
+    expr: &Expr,
+    grid: Grid,
+    timing: &Timing,
+    store: &dyn Queryable,
+    tenant: &TenantId,
+    max_samples: usize,
+) -> Result<Fetched> {
+    let mut needs = Vec::new();
+    collect(expr, grid, timing, &mut needs);
+    let mut out = Fetched::new();
+    let mut loaded = 0usize;
+    for n in needs {
+        let sets = matcher_sets(n.vs)?;
+        let mut series: Vec<Series> = Vec::new();
+        for set in &sets {
+            let remaining = if max_samples == 0 { 0 } else { max_samples.saturating_sub(loaded).max(1) };
+            let req = SelectRequest { matchers: set, start: n.mint, end: n.maxt, max_series: 0, max_samples: remaining };
+            let got = store.select(tenant, &req).await.map_err(|e| {
+                if e.code == cairn_common::ErrorCode::TooManyRequests {
+                    EvalError::Limit(format!(
+                        "query processing would load too many samples into memory in query execution: more than {max_samples} (raise --querier.max-samples)"
+                    ))
+                } else {
+                    EvalError::Storage(e)
+                }
+            })?;
+            loaded += got.iter().map(|s| s.samples.len()).sum::<usize>();
+            series.extend(got);
+        }
+        if sets.len() > 1 {
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            series.dedup_by(|a, b| a.labels == b.labels);
+        }
+        out.insert(key(n.vs), Arc::new(series));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subquery_steps_align_to_absolute_time() {
+        let outer = Grid { start: 1_000_000, end: 1_000_000, step: 0 };
+        let g = subquery_grid(&outer, 300_000, 60_000, 0, None);
+        assert_eq!(g, Grid { start: 720_000, end: 1_000_000, step: 60_000 });
+        let g = subquery_grid(&outer, 300_000, 60_000, 30_000, None);
+        assert_eq!(g.start, 720_000);
+        assert_eq!(g.end, 970_000);
+        // Negative times truncate toward zero, then step forward.
+        let outer = Grid::instant(10_000);
+        let g = subquery_grid(&outer, 60_000, 7_000, 0, None);
+        assert_eq!(g.start, -49_000);
+    }
+}

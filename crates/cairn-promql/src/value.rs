@@ -1,0 +1,230 @@
+//! Values flowing through evaluation.
+//!
+//! Evaluation is step-vectorised: an instant vector is evaluated for every
+//! step of the query's time grid at once, so an expression node produces,
+//! per output series, one optional value per step ([`Points`]). Operators
+//! work series by series over whole columns instead of building a map per
+//! step.
+
+use cairn_common::storage::Series;
+use cairn_common::{Labels, Sample};
+
+/// The evaluation time grid: `start, start+step, ..., end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    pub start: i64,
+    pub end: i64,
+    /// Milliseconds between steps; 0 for a single instant.
+    pub step: i64,
+}
+
+impl Grid {
+    pub fn instant(t: i64) -> Self {
+        Self { start: t, end: t, step: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        if self.step <= 0 || self.end < self.start { 1 } else { ((self.end - self.start) / self.step) as usize + 1 }
+    }
+
+    #[inline]
+    pub fn t(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+
+    pub fn times(&self) -> impl Iterator<Item = i64> + '_ {
+        (0..self.len()).map(|i| self.t(i))
+    }
+}
+
+/// One optional float per step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Points {
+    vals: Vec<f64>,
+    present: Vec<u64>,
+}
+
+impl Points {
+    pub fn new(n: usize) -> Self {
+        Self { vals: vec![0.0; n], present: vec![0; n.div_ceil(64)] }
+    }
+
+    pub fn len(&self) -> usize {
+        self.vals.len()
+    }
+
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<f64> {
+        if self.present[i / 64] & (1 << (i % 64)) != 0 { Some(self.vals[i]) } else { None }
+    }
+
+    #[inline]
+    pub fn has(&self, i: usize) -> bool {
+        self.present[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    #[inline]
+    pub fn set(&mut self, i: usize, v: f64) {
+        self.vals[i] = v;
+        self.present[i / 64] |= 1 << (i % 64);
+    }
+
+    #[inline]
+    pub fn clear(&mut self, i: usize) {
+        self.present[i / 64] &= !(1 << (i % 64));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.present.iter().all(|w| *w == 0)
+    }
+
+    pub fn count(&self) -> usize {
+        self.present.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Present steps and their values, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
+        self.present.iter().enumerate().flat_map(move |(wi, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let b = w.trailing_zeros() as usize;
+                w &= w - 1;
+                let i = wi * 64 + b;
+                Some((i, self.vals[i]))
+            })
+        })
+    }
+
+    /// Applies `f` to every present value.
+    pub fn map_in_place(&mut self, mut f: impl FnMut(f64) -> f64) {
+        for wi in 0..self.present.len() {
+            let mut w = self.present[wi];
+            while w != 0 {
+                let i = wi * 64 + w.trailing_zeros() as usize;
+                self.vals[i] = f(self.vals[i]);
+                w &= w - 1;
+            }
+        }
+    }
+
+    /// Whether both have a value at some step.
+    pub fn overlaps(&self, other: &Points) -> bool {
+        self.present.iter().zip(&other.present).any(|(a, b)| a & b != 0)
+    }
+}
+
+/// An instant vector over the grid: one label set and its value per step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepSeries {
+    pub labels: Labels,
+    pub points: Points,
+}
+
+/// A range vector: per series, the samples inside each step's window are
+/// looked up by the consumer. `times[i]` is where step i's window ends.
+#[derive(Clone, Debug)]
+pub struct RangeVector {
+    pub series: Vec<Series>,
+    /// Window length in milliseconds; windows are left-open: `(end - range, end]`.
+    pub range: i64,
+    pub times: Vec<i64>,
+}
+
+impl RangeVector {
+    /// For each step, the samples of `s` in that step's window, as index
+    /// ranges. Window ends must be non-decreasing (they are: the grid is
+    /// increasing, and `@` makes them constant).
+    pub fn windows<'a>(&'a self, samples: &'a [Sample]) -> impl Iterator<Item = (usize, &'a [Sample])> + 'a {
+        let (mut lo, mut hi) = (0usize, 0usize);
+        self.times.iter().enumerate().map(move |(i, &end)| {
+            let start = end - self.range;
+            while hi < samples.len() && samples[hi].t <= end {
+                hi += 1;
+            }
+            if lo > hi {
+                lo = hi;
+            }
+            while lo < hi && samples[lo].t <= start {
+                lo += 1;
+            }
+            (i, &samples[lo..hi])
+        })
+    }
+}
+
+/// The value of an expression over the grid.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// One value per step.
+    Scalar(Vec<f64>),
+    Vector(Vec<StepSeries>),
+    /// A range vector; only a query's top level returns one.
+    Matrix(RangeVector),
+    String(String),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar(_) => "scalar",
+            Value::Vector(_) => "vector",
+            Value::Matrix(_) => "matrix",
+            Value::String(_) => "string",
+        }
+    }
+}
+
+/// A float as Prometheus prints it in labels and JSON: shortest
+/// round-tripping decimal, `NaN`, `+Inf`, `-Inf`.
+pub fn format_value(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x == f64::INFINITY {
+        "+Inf".into()
+    } else if x == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        x.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_format_like_go() {
+        assert_eq!(format_value(1.0), "1");
+        assert_eq!(format_value(0.1), "0.1");
+        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(format_value(1e-7), "0.0000001");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+    }
+
+    #[test]
+    fn points_track_presence() {
+        let mut p = Points::new(130);
+        p.set(0, 1.0);
+        p.set(64, 2.0);
+        p.set(129, f64::NAN);
+        assert_eq!(p.count(), 3);
+        assert_eq!(p.get(1), None);
+        let got: Vec<usize> = p.iter().map(|(i, _)| i).collect();
+        assert_eq!(got, vec![0, 64, 129]);
+        p.map_in_place(|v| v * 2.0);
+        assert_eq!(p.get(64), Some(4.0));
+        p.clear(0);
+        assert!(!p.has(0));
+    }
+
+    #[test]
+    fn windows_are_left_open() {
+        let rv = RangeVector { series: vec![], range: 10, times: vec![10, 20, 20, 35] };
+        let samples: Vec<Sample> = [0, 10, 15, 20, 30].iter().map(|&t| Sample::new(t, 0.0)).collect();
+        let got: Vec<Vec<i64>> = rv.windows(&samples).map(|(_, w)| w.iter().map(|s| s.t).collect()).collect();
+        assert_eq!(got, vec![vec![10], vec![15, 20], vec![15, 20], vec![30]]);
+    }
+}
