@@ -50,7 +50,7 @@ impl<'a> Evaluator<'a> {
             let n: usize = v.iter().map(|s| s.points.count()).sum();
             if n > self.max_samples {
                 return Err(EvalError::Limit(format!(
-                    "query processing would load too many samples into memory in query execution: {n} points, more than {} (raise --querier.max-samples)",
+                    "query processing would load too many samples into memory in query execution: {n} points, more than {} (raise --query.max-samples)",
                     self.max_samples
                 )));
             }

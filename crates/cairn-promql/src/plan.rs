@@ -179,7 +179,7 @@ pub async fn fetch(
             let got = store.select(tenant, &req).await.map_err(|e| {
                 if e.code == cairn_common::ErrorCode::TooManyRequests {
                     EvalError::Limit(format!(
-                        "query processing would load too many samples into memory in query execution: more than {max_samples} (raise --querier.max-samples)"
+                        "query processing would load too many samples into memory in query execution: more than {max_samples} (raise --query.max-samples)"
                     ))
                 } else {
                     EvalError::Storage(e)

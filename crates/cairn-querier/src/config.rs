@@ -1,0 +1,87 @@
+//! Querier configuration (YAML section `querier`, flags `--query.*`).
+
+use cairn_common::PromDuration;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerierConfig {
+    /// How far back an instant selector looks for the latest sample.
+    #[arg(
+        long = "query.lookback-delta",
+        id = "querier.lookback_delta",
+        env = "CAIRN_QUERY_LOOKBACK_DELTA",
+        value_name = "DURATION",
+        default_value = "5m"
+    )]
+    pub lookback_delta: PromDuration,
+
+    /// Longest a query may run before it is aborted (requests may ask for
+    /// less with `timeout=`).
+    #[arg(
+        long = "query.timeout",
+        id = "querier.timeout",
+        env = "CAIRN_QUERY_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "2m"
+    )]
+    pub timeout: PromDuration,
+
+    /// Most samples one query may load or hold in memory at once (0 = no
+    /// limit). A query over it fails with an error naming this flag.
+    #[arg(
+        long = "query.max-samples",
+        id = "querier.max_samples",
+        env = "CAIRN_QUERY_MAX_SAMPLES",
+        value_name = "N",
+        default_value_t = 50_000_000
+    )]
+    pub max_samples: usize,
+
+    /// Queries evaluated at once; more wait their turn.
+    #[arg(
+        long = "query.max-concurrency",
+        id = "querier.max_concurrency",
+        env = "CAIRN_QUERY_MAX_CONCURRENCY",
+        value_name = "N",
+        default_value_t = 20
+    )]
+    pub max_concurrency: usize,
+
+    /// Step of subqueries written without one (`x[5m:]`).
+    #[arg(
+        long = "query.default-subquery-step",
+        id = "querier.default_subquery_step",
+        env = "CAIRN_QUERY_DEFAULT_SUBQUERY_STEP",
+        value_name = "DURATION",
+        default_value = "1m"
+    )]
+    pub default_subquery_step: PromDuration,
+}
+
+impl Default for QuerierConfig {
+    fn default() -> Self {
+        Self {
+            lookback_delta: PromDuration::from_secs(300),
+            timeout: PromDuration::from_secs(120),
+            max_samples: 50_000_000,
+            max_concurrency: 20,
+            default_subquery_step: PromDuration::from_secs(60),
+        }
+    }
+}
+
+impl QuerierConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lookback_delta.is_zero() {
+            return Err("querier.lookback_delta must be positive".into());
+        }
+        if self.max_concurrency == 0 {
+            return Err("querier.max_concurrency must be at least 1".into());
+        }
+        if self.default_subquery_step.is_zero() {
+            return Err("querier.default_subquery_step must be positive".into());
+        }
+        Ok(())
+    }
+}
