@@ -1,1 +1,248 @@
-//! placeholder
+//! Test harness for end-to-end tests: real `cairn` processes on loopback,
+//! real Prometheus, remote write requests built from Cairn's protobufs.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cairn_proto::prometheus as pb;
+use prost::Message;
+
+/// The `cairn` binary: `$CAIRN_BIN`, or `target/<profile>/cairn` next to
+/// this test executable (the test command builds it first).
+pub fn cairn_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CAIRN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/cairn
+    exe.parent().and_then(Path::parent).map(|d| d.join("cairn")).unwrap_or_else(|| PathBuf::from("cairn"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Whether tests that need peers (Prometheus) must fail rather than skip
+/// when the peer is missing. The test command sets it.
+pub fn peers_required() -> bool {
+    std::env::var("CAIRN_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// Finds a program on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+/// A running `cairn` process.
+pub struct Cairn {
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Cairn {
+    /// Starts `cairn all` with its data in `data_dir` and waits until ready.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Self> {
+        let mut c = Cairn {
+            http_port: free_port(),
+            grpc_port: free_port(),
+            data_dir: data_dir.to_owned(),
+            log: data_dir.with_extension("log"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(cairn_bin())
+            .arg("all")
+            .arg(format!("--data.dir={}", self.data_dir.display()))
+            .arg(format!("--http.listen-address=127.0.0.1:{}", self.http_port))
+            .arg(format!("--grpc.listen-address=127.0.0.1:{}", self.grpc_port))
+            .args(&self.extra)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("spawning {}", cairn_bin().display()))?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(60))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.http_port, path)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(ch) = self.child.as_mut() {
+                if let Some(status) = ch.try_wait()? {
+                    bail!("cairn exited with {status} before becoming ready; log:\n{}", self.log_text());
+                }
+            }
+            if probe::status(&self.url("/ready")).is_ok_and(|s| s == 200) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("cairn not ready after {timeout:?}; log:\n{}", self.log_text())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut ch) = self.child.take() {
+            ch.kill()?;
+            ch.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> Result<ExitStatus> {
+        let mut ch = self.child.take().context("not running")?;
+        let pid = ch.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = ch.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                ch.kill()?;
+                bail!("cairn did not exit within 30s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the process again on the same ports and data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9()?;
+        self.spawn()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Cairn {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}
+
+/// A minimal blocking GET used while waiting for readiness, so that the
+/// harness needs no async runtime for it.
+pub mod probe {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    /// Returns the HTTP status code of a GET.
+    pub fn status(url: &str) -> std::io::Result<u16> {
+            let rest = url.strip_prefix("http://").unwrap_or(url);
+            let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+            let mut s = TcpStream::connect(host)?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf)?;
+            let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            Ok(code)
+    }
+}
+
+/// A series for a remote write 1.0 request.
+pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> pb::TimeSeries {
+    pb::TimeSeries {
+        labels: labels.iter().map(|(n, v)| pb::Label { name: n.to_string(), value: v.to_string() }).collect(),
+        samples: samples.iter().map(|&(t, v)| pb::Sample { value: v, timestamp: t }).collect(),
+        ..Default::default()
+    }
+}
+
+/// Encodes and snappy-compresses a remote write 1.0 body.
+pub fn write_v1(series: Vec<pb::TimeSeries>) -> Vec<u8> {
+    let req = pb::WriteRequest { timeseries: series, metadata: vec![] };
+    snappy(&req.encode_to_vec())
+}
+
+pub fn snappy(b: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new().compress_vec(b).unwrap_or_default()
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    cairn_common::time::now_ms()
+}
+
+/// An async HTTP client for the tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default()
+}
+
+/// POSTs a remote write body with the usual headers; returns status and body.
+pub async fn push(c: &reqwest::Client, url: &str, body: Vec<u8>, tenant: Option<&str>) -> Result<(u16, String)> {
+    let mut req = c
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body);
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await?))
+}
+
+/// Runs an instant query and returns the parsed JSON.
+pub async fn query(c: &reqwest::Client, base: &str, q: &str, t_ms: i64, tenant: Option<&str>) -> Result<serde_json::Value> {
+    let mut req = c.get(format!("{base}/api/v1/query")).query(&[("query", q), ("time", &format!("{:.3}", t_ms as f64 / 1000.0))]);
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let v: serde_json::Value = req.send().await?.json().await?;
+    if v["status"] != "success" {
+        bail!("query {q} failed: {v}");
+    }
+    Ok(v)
+}
+
+/// The `result` of a vector response as (labels JSON, value) pairs, sorted.
+pub fn vector(v: &serde_json::Value) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = v["data"]["result"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let val = s["value"][1].as_str().unwrap_or("NaN");
+                    let f = match val {
+                        "+Inf" => f64::INFINITY,
+                        "-Inf" => f64::NEG_INFINITY,
+                        other => other.parse().unwrap_or(f64::NAN),
+                    };
+                    (s["metric"].to_string(), f)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}

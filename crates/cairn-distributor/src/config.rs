@@ -95,6 +95,7 @@ pub struct ValidationConfig {
         long = "validation.name-validation-scheme",
         id = "limits.name_validation_scheme",
         env = "CAIRN_VALIDATION_NAME_VALIDATION_SCHEME",
+        value_name = "SCHEME",
         value_enum,
         default_value = "utf8"
     )]

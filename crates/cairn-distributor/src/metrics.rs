@@ -18,11 +18,11 @@ impl DistributorMetrics {
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("cairn_distributor");
-        r.register("received_samples", "Float samples received, per tenant.", m.received_samples.clone());
-        r.register("received_metadata", "Metadata entries received, per tenant.", m.received_metadata.clone());
+        r.register("received_samples", "Float samples received, per tenant", m.received_samples.clone());
+        r.register("received_metadata", "Metadata entries received, per tenant", m.received_metadata.clone());
         r.register(
             "discarded_samples",
-            "Samples dropped by validation or refused by ingesters, per tenant and reason.",
+            "Samples dropped by validation or refused by ingesters, per tenant and reason",
             m.discarded_samples.clone(),
         );
         m

@@ -45,6 +45,7 @@ pub struct WalConfig {
         long = "ingester.wal.sync-mode",
         id = "ingester.wal.sync_mode",
         env = "CAIRN_INGESTER_WAL_SYNC_MODE",
+        value_name = "MODE",
         value_enum,
         default_value = "interval"
     )]

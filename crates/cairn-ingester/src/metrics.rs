@@ -39,34 +39,34 @@ impl IngesterMetrics {
             memory_bytes: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("cairn_ingester");
-        r.register("samples_appended", "Samples appended to the head, per tenant.", m.samples_appended.clone());
+        r.register("samples_appended", "Samples appended to the head, per tenant", m.samples_appended.clone());
         r.register(
             "rejected_samples",
-            "Samples the head refused, per tenant and reason.",
+            "Samples the head refused, per tenant and reason",
             m.rejected_samples.clone(),
         );
-        r.register("active_series", "Series in the head, per tenant.", m.active_series.clone());
-        r.register("series_created", "Series created in the head.", m.series_created.clone());
-        r.register("wal_written_bytes", "Bytes written to write-ahead logs.", m.wal_bytes.clone());
-        r.register("wal_write_failures", "Failed write-ahead log writes.", m.wal_write_failures.clone());
+        r.register("active_series", "Series in the head, per tenant", m.active_series.clone());
+        r.register("series_created", "Series created in the head", m.series_created.clone());
+        r.register("wal_written_bytes", "Bytes written to write-ahead logs", m.wal_bytes.clone());
+        r.register("wal_write_failures", "Failed write-ahead log writes", m.wal_write_failures.clone());
         r.register(
             "wal_corruptions",
-            "Torn or corrupt write-ahead log tails and checkpoints found at replay.",
+            "Torn or corrupt write-ahead log tails and checkpoints found at replay",
             m.wal_corruptions.clone(),
         );
         r.register(
             "wal_fsync_duration_seconds",
-            "Time to fsync the write-ahead log before acknowledging (sync mode always).",
+            "Time to fsync the write-ahead log before acknowledging (sync mode always)",
             m.wal_fsync_duration.clone(),
         );
         r.register(
             "checkpoint_duration_seconds",
-            "Time to write a checkpoint of a tenant's head.",
+            "Time to write a checkpoint of a tenant's head",
             m.checkpoint_duration.clone(),
         );
         r.register(
             "memory_series_bytes",
-            "Approximate heap bytes held by heads (index, labels, chunks), updated every minute.",
+            "Approximate heap bytes held by heads (index, labels, chunks), updated every minute",
             m.memory_bytes.clone(),
         );
         m

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `cairn` binary.
+
+fn main() -> std::process::ExitCode {
+    cairn::cli::main()
+}

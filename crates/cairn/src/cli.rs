@@ -1,0 +1,93 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::roles::Target;
+
+/// Cairn: long-term storage and one global PromQL endpoint for Prometheus.
+///
+/// Point Prometheus's remote_write at http://HOST:9009/api/v1/push and
+/// Grafana's Prometheus data source at http://HOST:9009.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every role in one process: remote write receiver, ingester,
+    /// query API. Data under --data.dir; no other service needed.
+    All(RunArgs),
+    /// Run only the ingester: its gRPC push service, WAL and head, and the
+    /// operational HTTP endpoints.
+    Ingester(RunArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the default configuration as YAML.
+    Defaults,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// YAML configuration file. Every key can also be set by its flag or
+    /// environment variable, which take precedence.
+    #[arg(long = "config.file", env = "CAIRN_CONFIG_FILE", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub config: Config,
+}
+
+pub fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let (target, args, sub) = match &cli.command {
+        Command::Config(ConfigCommand::Defaults) => {
+            print!("{}", Config::defaults_yaml());
+            return ExitCode::SUCCESS;
+        }
+        Command::All(a) => (Target::All, a, matches.subcommand_matches("all")),
+        Command::Ingester(a) => (Target::Ingester, a, matches.subcommand_matches("ingester")),
+    };
+    let Some(sub) = sub else {
+        eprintln!("cairn: error: missing subcommand arguments");
+        return ExitCode::from(2);
+    };
+    let cfg = match Config::load(&args.config, sub, args.config_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cairn: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(cfg.server.log_level, cfg.server.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cairn: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::process::run(target, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "cairn failed");
+            eprintln!("cairn: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests against real `cairn` processes.
+
+mod bad_input;
+mod crash;
+mod prometheus;
