@@ -155,15 +155,15 @@ pub mod probe {
 
     /// Returns the HTTP status code of a GET.
     pub fn status(url: &str) -> std::io::Result<u16> {
-            let rest = url.strip_prefix("http://").unwrap_or(url);
-            let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-            let mut s = TcpStream::connect(host)?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf)?;
-            let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-            Ok(code)
+        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+        let mut s = TcpStream::connect(host)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Ok(code)
     }
 }
 
@@ -213,8 +213,15 @@ pub async fn push(c: &reqwest::Client, url: &str, body: Vec<u8>, tenant: Option<
 }
 
 /// Runs an instant query and returns the parsed JSON.
-pub async fn query(c: &reqwest::Client, base: &str, q: &str, t_ms: i64, tenant: Option<&str>) -> Result<serde_json::Value> {
-    let mut req = c.get(format!("{base}/api/v1/query")).query(&[("query", q), ("time", &format!("{:.3}", t_ms as f64 / 1000.0))]);
+pub async fn query(
+    c: &reqwest::Client,
+    base: &str,
+    q: &str,
+    t_ms: i64,
+    tenant: Option<&str>,
+) -> Result<serde_json::Value> {
+    let mut req =
+        c.get(format!("{base}/api/v1/query")).query(&[("query", q), ("time", &format!("{:.3}", t_ms as f64 / 1000.0))]);
     if let Some(t) = tenant {
         req = req.header("X-Scope-OrgID", t);
     }

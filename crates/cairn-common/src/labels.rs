@@ -55,10 +55,7 @@ impl Labels {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|l| l.name.as_str().cmp(name))
-            .ok()
-            .map(|i| self.0[i].value.as_str())
+        self.0.binary_search_by(|l| l.name.as_str().cmp(name)).ok().map(|i| self.0[i].value.as_str())
     }
 
     pub fn metric_name(&self) -> Option<&str> {
@@ -173,12 +170,8 @@ mod tests {
 
     #[test]
     fn new_sorts_dedups_and_drops_empty() {
-        let l = Labels::new(vec![
-            Label::new("b", "2"),
-            Label::new("a", "1"),
-            Label::new("c", ""),
-            Label::new("b", "3"),
-        ]);
+        let l =
+            Labels::new(vec![Label::new("b", "2"), Label::new("a", "1"), Label::new("c", ""), Label::new("b", "3")]);
         assert_eq!(l.to_string(), r#"{a="1", b="3"}"#);
         assert_eq!(l.get("b"), Some("3"));
         assert_eq!(l.get("c"), None);

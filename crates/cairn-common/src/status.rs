@@ -48,9 +48,7 @@ impl ErrorCode {
 
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            ErrorCode::BadData | ErrorCode::UnsupportedMediaType | ErrorCode::Execution => {
-                tonic::Code::InvalidArgument
-            }
+            ErrorCode::BadData | ErrorCode::UnsupportedMediaType | ErrorCode::Execution => tonic::Code::InvalidArgument,
             ErrorCode::PayloadTooLarge => tonic::Code::OutOfRange,
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::TooManyRequests => tonic::Code::ResourceExhausted,
@@ -76,10 +74,7 @@ impl ErrorCode {
 
     /// Whether a client should send the same request again.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            ErrorCode::TooManyRequests | ErrorCode::Timeout | ErrorCode::Unavailable | ErrorCode::Internal
-        )
+        matches!(self, ErrorCode::TooManyRequests | ErrorCode::Timeout | ErrorCode::Unavailable | ErrorCode::Internal)
     }
 
     /// Prometheus's `errorType` for the query API.

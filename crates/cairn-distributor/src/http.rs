@@ -79,9 +79,8 @@ pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, Response> {
     if body.is_empty() {
         return Err(text(StatusCode::BAD_REQUEST, "empty request body: expected a snappy-compressed protobuf message"));
     }
-    let len = snap::raw::decompress_len(body).map_err(|e| {
-        text(StatusCode::BAD_REQUEST, format!("body is not snappy block-compressed: {e}"))
-    })?;
+    let len = snap::raw::decompress_len(body)
+        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("body is not snappy block-compressed: {e}")))?;
     if len > limit {
         return Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -114,7 +113,9 @@ async fn push(State(d): State<Distributor>, headers: HeaderMap, body: Body) -> R
             return if too_large {
                 text(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body is larger than the limit of {limit} bytes (raise --distributor.max-recv-msg-size)"),
+                    format!(
+                        "request body is larger than the limit of {limit} bytes (raise --distributor.max-recv-msg-size)"
+                    ),
                 )
             } else {
                 text(StatusCode::BAD_REQUEST, format!("reading request body: {e}"))
@@ -167,7 +168,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
         }
         h
     }
@@ -180,7 +184,10 @@ mod tests {
         assert_eq!(ok(&[("content-type", "application/x-protobuf;proto=prometheus.WriteRequest")]), Some(Protocol::V1));
         assert_eq!(ok(&[("content-type", cairn_proto_ct())]), Some(Protocol::V2));
         assert_eq!(
-            ok(&[("content-type", "application/x-protobuf; proto=io.prometheus.write.v2.Request"), ("content-encoding", "snappy")]),
+            ok(&[
+                ("content-type", "application/x-protobuf; proto=io.prometheus.write.v2.Request"),
+                ("content-encoding", "snappy")
+            ]),
             Some(Protocol::V2)
         );
         for bad in [
@@ -207,7 +214,10 @@ mod tests {
         assert_eq!(decompress(&lying, 1 << 20).expect_err("malformed").status(), StatusCode::BAD_REQUEST);
         assert_eq!(decompress(&[], 1 << 20).expect_err("empty").status(), StatusCode::BAD_REQUEST);
         let short = snap::raw::Encoder::new().compress_vec(b"hello world hello world").expect("compress");
-        assert_eq!(decompress(&short[..short.len() - 2], 1 << 20).expect_err("truncated").status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            decompress(&short[..short.len() - 2], 1 << 20).expect_err("truncated").status(),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(decompress(&short, 1 << 20).expect("ok"), b"hello world hello world");
     }
 }

@@ -36,8 +36,6 @@ impl DistributorMetrics {
     }
 
     pub fn discarded(&self, t: &TenantId, reason: &str, n: u64) {
-        self.discarded_samples
-            .get_or_create(&vec![("tenant", t.to_string()), ("reason", reason.to_owned())])
-            .inc_by(n);
+        self.discarded_samples.get_or_create(&vec![("tenant", t.to_string()), ("reason", reason.to_owned())]).inc_by(n);
     }
 }

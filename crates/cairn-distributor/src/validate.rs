@@ -184,7 +184,10 @@ fn series_labels(raw: &RawSeries<'_>, cfg: &ValidationConfig) -> Result<Labels, 
         let Ok(value) = std::str::from_utf8(value) else {
             return Err((
                 DiscardReason::InvalidUtf8,
-                format!("received a series whose label {name:?} has a value that is not valid UTF-8, series {}", shown()),
+                format!(
+                    "received a series whose label {name:?} has a value that is not valid UTF-8, series {}",
+                    shown()
+                ),
             ));
         };
         if name.is_empty() {
@@ -246,9 +249,7 @@ fn series_labels(raw: &RawSeries<'_>, cfg: &ValidationConfig) -> Result<Labels, 
         }
     }
     // A label with an empty value is the same as no label.
-    Ok(Labels::from_sorted(
-        labels.into_iter().filter(|l| !l.1.is_empty()).map(|(n, v)| Label::new(n, v)).collect(),
-    ))
+    Ok(Labels::from_sorted(labels.into_iter().filter(|l| !l.1.is_empty()).map(|(n, v)| Label::new(n, v)).collect()))
 }
 
 fn is_legacy_label_name(s: &str) -> bool {

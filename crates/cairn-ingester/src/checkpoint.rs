@@ -19,11 +19,11 @@ use cairn_common::Sample;
 use cairn_common::chunk::{XorAppender, XorIter};
 use cairn_common::push::MetricMetadata;
 
+use crate::head::Head;
 use crate::head::packed::PackedLabels;
 use crate::head::series::{ClosedChunk, HeadChunk, SeriesData};
-use crate::head::Head;
 use crate::wal::frame::{FrameReader, Next, put_record};
-use crate::wal::record::{self, CHECKPOINT_END, DecodeError, Dec, Enc, SERIES_STATE};
+use crate::wal::record::{self, CHECKPOINT_END, Dec, DecodeError, Enc, SERIES_STATE};
 use crate::wal::sync_dir;
 
 /// First bytes of a checkpoint file: format name and version.

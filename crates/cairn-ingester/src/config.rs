@@ -85,7 +85,11 @@ pub struct WalConfig {
 
 impl Default for IngesterConfig {
     fn default() -> Self {
-        Self { out_of_order_time_window: PromDuration::from_millis(0), max_series_per_tenant: 0, wal: WalConfig::default() }
+        Self {
+            out_of_order_time_window: PromDuration::from_millis(0),
+            max_series_per_tenant: 0,
+            wal: WalConfig::default(),
+        }
     }
 }
 

@@ -84,7 +84,12 @@ pub enum OpenError {
 
 impl TenantDb {
     /// Opens a tenant's database, replaying its checkpoint and WAL.
-    pub fn open(tenant: TenantId, dir: &Path, opts: DbOptions, metrics: Arc<IngesterMetrics>) -> Result<Self, OpenError> {
+    pub fn open(
+        tenant: TenantId,
+        dir: &Path,
+        opts: DbOptions,
+        metrics: Arc<IngesterMetrics>,
+    ) -> Result<Self, OpenError> {
         let io = |source| OpenError::Io { dir: dir.to_owned(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         let started = Instant::now();
@@ -332,9 +337,9 @@ impl TenantDb {
         // the same fsync.
         if let (Some(p), SyncMode::Always) = (pos, self.opts.sync_mode) {
             let started = Instant::now();
-            self.wal.sync_through(p).map_err(|e| {
-                ServiceError::new(ErrorCode::Internal, format!("syncing the wal failed: {e}"))
-            })?;
+            self.wal
+                .sync_through(p)
+                .map_err(|e| ServiceError::new(ErrorCode::Internal, format!("syncing the wal failed: {e}")))?;
             self.metrics.wal_fsync_duration.observe(started.elapsed().as_secs_f64());
         }
 
@@ -358,11 +363,8 @@ impl TenantDb {
             return Vec::new();
         }
         let known = self.metadata.read();
-        let mut out: Vec<MetricMetadata> = md
-            .iter()
-            .filter(|m| !known.get(&m.metric_family).is_some_and(|v| v.contains(m)))
-            .cloned()
-            .collect();
+        let mut out: Vec<MetricMetadata> =
+            md.iter().filter(|m| !known.get(&m.metric_family).is_some_and(|v| v.contains(m))).cloned().collect();
         out.sort();
         out.dedup();
         out
@@ -428,13 +430,17 @@ fn describe(reason: RejectReason, labels: &cairn_common::Labels, t: i64, last: O
     let last_t = last.map(|l| l.0).unwrap_or_default();
     match reason {
         RejectReason::OutOfOrder => {
-            format!("out of order sample: timestamp {t} is older than the series' newest sample at {last_t}, series {labels}")
+            format!(
+                "out of order sample: timestamp {t} is older than the series' newest sample at {last_t}, series {labels}"
+            )
         }
         RejectReason::DuplicateTimestamp => {
             format!("duplicate sample for timestamp {t} with a different value, series {labels}")
         }
         RejectReason::TooOld => {
-            format!("sample at {t} is older than the out-of-order window allows (newest sample at {last_t}), series {labels}")
+            format!(
+                "sample at {t} is older than the out-of-order window allows (newest sample at {last_t}), series {labels}"
+            )
         }
         RejectReason::SeriesLimit => format!("series limit reached, series {labels}"),
     }

@@ -1,11 +1,11 @@
 //! The ingester's gRPC service (`cairn.ingester.v1.Ingester`).
 
+use cairn_common::push::Pusher;
 use cairn_common::push::{MetricMetadata, MetricType, PushBatch, PushSeries, RejectReason};
 use cairn_common::status::ServiceError;
 use cairn_common::{Label, Labels, Sample, TenantId};
 use cairn_proto::ingester::ingester_server::{Ingester as IngesterRpc, IngesterServer};
 use cairn_proto::ingester::{PushRequest, PushResponse, Rejection};
-use cairn_common::push::Pusher;
 use tonic::{Request, Response, Status};
 
 use crate::Ingester;

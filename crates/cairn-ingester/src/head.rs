@@ -41,11 +41,7 @@ impl HeadIndex {
         if s.labels.equals(labels) {
             return Some(s);
         }
-        self.collisions
-            .get(&hash)?
-            .iter()
-            .filter_map(|r| self.get(*r))
-            .find(|s| s.labels.equals(labels))
+        self.collisions.get(&hash)?.iter().filter_map(|r| self.get(*r)).find(|s| s.labels.equals(labels))
     }
 
     fn get(&self, r: u32) -> Option<&Arc<Series>> {
@@ -86,7 +82,11 @@ impl Default for Head {
 
 impl Head {
     pub fn new() -> Self {
-        Self { index: RwLock::new(HeadIndex::default()), next_ref: AtomicU64::new(0), samples_in_memory: AtomicU64::new(0) }
+        Self {
+            index: RwLock::new(HeadIndex::default()),
+            next_ref: AtomicU64::new(0),
+            samples_in_memory: AtomicU64::new(0),
+        }
     }
 
     pub fn num_series(&self) -> usize {
@@ -106,7 +106,12 @@ impl Head {
     /// an existing series under that ref with the same labels is returned
     /// instead; otherwise a fresh ref is allocated. Returns the series and
     /// whether it was created.
-    pub fn create(&self, hash: u64, labels: &Labels, with_ref: Option<u32>) -> Result<(Arc<Series>, bool), ServiceError> {
+    pub fn create(
+        &self,
+        hash: u64,
+        labels: &Labels,
+        with_ref: Option<u32>,
+    ) -> Result<(Arc<Series>, bool), ServiceError> {
         let mut ix = self.index.write();
         if let Some(s) = ix.find(hash, labels) {
             return Ok((s.clone(), false));
@@ -195,7 +200,9 @@ impl Head {
             self.index.read().series.iter().flatten().cloned().collect()
         } else {
             let ix = self.index.read();
-            let refs = postings::union(sets.iter().map(|m| ix.postings.select(m)).collect::<Vec<_>>().iter().map(Vec::as_slice));
+            let refs = postings::union(
+                sets.iter().map(|m| ix.postings.select(m)).collect::<Vec<_>>().iter().map(Vec::as_slice),
+            );
             refs.into_iter().filter_map(|r| ix.get(r).cloned()).collect()
         };
         candidates.into_iter().filter(|s| s.data.lock().overlaps(start, end)).collect()
@@ -251,10 +258,8 @@ impl Head {
     /// Approximate heap bytes of the head (index, labels, chunks).
     pub fn heap_size(&self) -> usize {
         let ix = self.index.read();
-        let mut n = ix.postings.heap_size()
-            + ix.series.capacity() * 8
-            + ix.by_hash.capacity() * 16
-            + ix.collisions.len() * 48;
+        let mut n =
+            ix.postings.heap_size() + ix.series.capacity() * 8 + ix.by_hash.capacity() * 16 + ix.collisions.len() * 48;
         for s in ix.series.iter().flatten() {
             n += size_of::<Series>() + 16 + s.labels.heap_size() + s.data.lock().heap_size();
         }

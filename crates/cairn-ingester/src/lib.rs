@@ -115,7 +115,9 @@ impl Ingester {
                 Ok(tenant) => {
                     self.open_tenant(&tenant)?;
                 }
-                Err(e) => warn!(dir = %entry.path().display(), error = %e, "ignoring a wal folder that is not a tenant id"),
+                Err(e) => {
+                    warn!(dir = %entry.path().display(), error = %e, "ignoring a wal folder that is not a tenant id")
+                }
             }
         }
         self.inner.ready.store(true, Ordering::Release);
@@ -275,7 +277,8 @@ impl Queryable for Ingester {
         req: &LabelsRequest<'_>,
     ) -> Result<Vec<String>, ServiceError> {
         let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
-        let (sets, start, end, limit, name) = (req.matcher_sets.to_vec(), req.start, req.end, req.limit, name.to_owned());
+        let (sets, start, end, limit, name) =
+            (req.matcher_sets.to_vec(), req.start, req.end, req.limit, name.to_owned());
         self.blocking(move |_| Ok(db.head().label_values(&name, &sets, start, end, limit))).await
     }
 

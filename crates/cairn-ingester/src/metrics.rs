@@ -40,11 +40,7 @@ impl IngesterMetrics {
         };
         let r = registry.sub_registry_with_prefix("cairn_ingester");
         r.register("samples_appended", "Samples appended to the head, per tenant", m.samples_appended.clone());
-        r.register(
-            "rejected_samples",
-            "Samples the head refused, per tenant and reason",
-            m.rejected_samples.clone(),
-        );
+        r.register("rejected_samples", "Samples the head refused, per tenant and reason", m.rejected_samples.clone());
         r.register("active_series", "Series in the head, per tenant", m.active_series.clone());
         r.register("series_created", "Series created in the head", m.series_created.clone());
         r.register("wal_written_bytes", "Bytes written to write-ahead logs", m.wal_bytes.clone());

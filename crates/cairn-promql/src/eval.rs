@@ -80,9 +80,7 @@ impl<'a> Evaluator<'a> {
                 other => return exec(format!("unary minus is not defined on a {}", other.type_name())),
             },
             Expr::VectorSelector(vs) => Value::Vector(self.select_instant(vs, g)),
-            Expr::MatrixSelector(ms) => {
-                Value::Matrix(self.select_range(&ms.vs, ms.range.as_millis() as i64, g))
-            }
+            Expr::MatrixSelector(ms) => Value::Matrix(self.select_range(&ms.vs, ms.range.as_millis() as i64, g)),
             Expr::Subquery(sq) => Value::Matrix(self.subquery(sq, g)?),
             Expr::Call(c) => functions::call(self, c, g)?,
             Expr::Aggregate(a) => aggregate::eval(self, a, g)?,

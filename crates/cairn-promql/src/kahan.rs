@@ -71,11 +71,7 @@ impl Mean {
     }
 
     pub fn value(&self) -> f64 {
-        if self.incremental {
-            self.mean + self.c
-        } else {
-            self.sum / self.count + self.c / self.count
-        }
+        if self.incremental { self.mean + self.c } else { self.sum / self.count + self.c / self.count }
     }
 }
 

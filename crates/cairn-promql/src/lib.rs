@@ -127,7 +127,14 @@ impl Engine {
         self.exec(store, tenant, expr, Grid { start, end, step }, true).await
     }
 
-    async fn exec(&self, store: &dyn Queryable, tenant: &TenantId, expr: Expr, grid: Grid, is_range: bool) -> Result<QueryResult> {
+    async fn exec(
+        &self,
+        store: &dyn Queryable,
+        tenant: &TenantId,
+        expr: Expr,
+        grid: Grid,
+        is_range: bool,
+    ) -> Result<QueryResult> {
         let started = Instant::now();
         let deadline = (!self.opts.timeout.is_zero()).then(|| started + self.opts.timeout);
         let expr = Arc::new(expr);
@@ -135,7 +142,8 @@ impl Engine {
             match &*expr {
                 Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                     return Err(EvalError::BadData(
-                        "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".into(),
+                        "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
+                            .into(),
                     ));
                 }
                 Expr::StringLiteral(_) => {

@@ -175,7 +175,8 @@ pub async fn fetch(
         let mut series: Vec<Series> = Vec::new();
         for set in &sets {
             let remaining = if max_samples == 0 { 0 } else { max_samples.saturating_sub(loaded).max(1) };
-            let req = SelectRequest { matchers: set, start: n.mint, end: n.maxt, max_series: 0, max_samples: remaining };
+            let req =
+                SelectRequest { matchers: set, start: n.mint, end: n.maxt, max_series: 0, max_samples: remaining };
             let got = store.select(tenant, &req).await.map_err(|e| {
                 if e.code == cairn_common::ErrorCode::TooManyRequests {
                     EvalError::Limit(format!(

@@ -23,13 +23,17 @@ fn skip(e: &EvalCmd, hist: &HashSet<String>) -> Option<String> {
         e.expr.match_indices(m.as_str()).any(|(i, _)| {
             let after = e.expr[i + m.len()..].chars().next();
             let before = e.expr[..i].chars().last();
-            !after.is_some_and(|c| c.is_alphanumeric() || c == '_') && !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                && !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
         })
     });
     if uses_hist {
         return Some("reads native histograms".into());
     }
-    if matches!(e.expected, Expected::Series(_)) && e.expr.contains("histogram_") && !e.expr.contains("histogram_quantile") {
+    if matches!(e.expected, Expected::Series(_))
+        && e.expr.contains("histogram_")
+        && !e.expr.contains("histogram_quantile")
+    {
         return Some("native histogram function".into());
     }
     None

@@ -30,10 +30,10 @@ pub mod cairn {
     }
 }
 
-/// Remote write 2.0 (`io.prometheus.write.v2`).
-pub use io::prometheus::write::v2 as write_v2;
 /// Cairn's ingester gRPC service.
 pub use cairn::ingester::v1 as ingester;
+/// Remote write 2.0 (`io.prometheus.write.v2`).
+pub use io::prometheus::write::v2 as write_v2;
 
 /// `Content-Type` of a remote write 2.0 body, as Prometheus sends it.
 pub const RW2_CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";

@@ -66,8 +66,8 @@ struct Req {
 
 fn request(method: &Method, headers: &HeaderMap, query: Option<String>, body: &Bytes) -> Result<Req, Response> {
     let tenant_header = headers.get(TENANT_HEADER).map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    let tenant = TenantId::from_header(tenant_header)
-        .map_err(|e| bad_data(format!("invalid {TENANT_HEADER} header: {e}")))?;
+    let tenant =
+        TenantId::from_header(tenant_header).map_err(|e| bad_data(format!("invalid {TENANT_HEADER} header: {e}")))?;
     let mut pairs: Vec<(String, String)> = Vec::new();
     if let Some(q) = query {
         pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
@@ -131,7 +131,13 @@ fn apply_limit(r: &mut QueryResult, limit: usize) {
     }
 }
 
-async fn query(State(q): State<Querier>, method: Method, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Response {
+async fn query(
+    State(q): State<Querier>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
     let req = match request(&method, &headers, raw, &body) {
         Ok(r) => r,
         Err(e) => return e,
@@ -142,7 +148,12 @@ async fn query(State(q): State<Querier>, method: Method, headers: HeaderMap, Raw
         let limit = limit_param(p).map_err(bad_data)?;
         let engine = engine_for(&q, p)?;
         let expr = parse_expr(p)?;
-        let _permit = q.inner.permits.acquire().await.map_err(|_| api_error(ErrorCode::Unavailable, "querier is shutting down"))?;
+        let _permit = q
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| api_error(ErrorCode::Unavailable, "querier is shutting down"))?;
         let mut r = engine.instant(q.inner.store.as_ref(), &req.tenant, expr, t).await.map_err(eval_error)?;
         apply_limit(&mut r, limit);
         Ok::<_, Response>(json_response(StatusCode::OK, json::query_response(&r)))
@@ -164,7 +175,12 @@ async fn query_range(
     let p = &req.params;
     let run = async {
         let need = |name: &str| -> Result<&str, Response> {
-            p.get(name).filter(|s| !s.is_empty()).ok_or_else(|| bad_data(invalid(name, &format!("cannot parse \"\" to a valid {}", if name == "step" { "duration" } else { "timestamp" }))))
+            p.get(name).filter(|s| !s.is_empty()).ok_or_else(|| {
+                bad_data(invalid(
+                    name,
+                    &format!("cannot parse \"\" to a valid {}", if name == "step" { "duration" } else { "timestamp" }),
+                ))
+            })
         };
         let start = crate::params::parse_time(need("start")?).map_err(|e| bad_data(invalid("start", &e)))?;
         let end = crate::params::parse_time(need("end")?).map_err(|e| bad_data(invalid("end", &e)))?;
@@ -186,11 +202,14 @@ async fn query_range(
         let limit = limit_param(p).map_err(bad_data)?;
         let engine = engine_for(&q, p)?;
         let expr = parse_expr(p)?;
-        let _permit = q.inner.permits.acquire().await.map_err(|_| api_error(ErrorCode::Unavailable, "querier is shutting down"))?;
-        let mut r = engine
-            .range(q.inner.store.as_ref(), &req.tenant, expr, start, end, step)
+        let _permit = q
+            .inner
+            .permits
+            .acquire()
             .await
-            .map_err(eval_error)?;
+            .map_err(|_| api_error(ErrorCode::Unavailable, "querier is shutting down"))?;
+        let mut r =
+            engine.range(q.inner.store.as_ref(), &req.tenant, expr, start, end, step).await.map_err(eval_error)?;
         apply_limit(&mut r, limit);
         Ok(json_response(StatusCode::OK, json::query_response(&r)))
     };
@@ -246,7 +265,13 @@ fn lr(lq: &LabelsQuery) -> LabelsRequest<'_> {
     }
 }
 
-async fn series(State(q): State<Querier>, method: Method, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Response {
+async fn series(
+    State(q): State<Querier>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
     let req = match request(&method, &headers, raw, &body) {
         Ok(r) => r,
         Err(e) => return e,
@@ -267,7 +292,13 @@ async fn series(State(q): State<Querier>, method: Method, headers: HeaderMap, Ra
     }
 }
 
-async fn labels(State(q): State<Querier>, method: Method, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Response {
+async fn labels(
+    State(q): State<Querier>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
     let req = match request(&method, &headers, raw, &body) {
         Ok(r) => r,
         Err(e) => return e,

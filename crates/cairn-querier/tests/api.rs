@@ -23,7 +23,11 @@ fn app() -> axum::Router {
         labels: Labels::from_pairs([("__name__", "requests_total"), ("job", "api")]),
         samples: (0..41).map(|i| Sample::new(i * 15_000, i as f64 * 10.0)).collect(),
     });
-    api::routes(Querier::new(QuerierConfig::default(), store, BuildInfo { version: "0.1.0".into(), ..Default::default() }))
+    api::routes(Querier::new(
+        QuerierConfig::default(),
+        store,
+        BuildInfo { version: "0.1.0".into(), ..Default::default() },
+    ))
 }
 
 async fn call(req: Request<Body>) -> (StatusCode, String) {
@@ -72,11 +76,36 @@ async fn post_form_and_range_query() {
 async fn errors_carry_prometheus_types_and_statuses() {
     for (uri, status, typ, text) in [
         ("/api/v1/query?query=up(", StatusCode::BAD_REQUEST, "bad_data", "invalid parameter \\\"query\\\""),
-        ("/api/v1/query?query=up&time=yesterday", StatusCode::BAD_REQUEST, "bad_data", "cannot parse \\\"yesterday\\\" to a valid timestamp"),
-        ("/api/v1/query_range?query=up&start=0&end=100000&step=1", StatusCode::BAD_REQUEST, "bad_data", "11,000 points"),
-        ("/api/v1/query_range?query=up&start=10&end=0&step=1", StatusCode::BAD_REQUEST, "bad_data", "end timestamp must not be before start time"),
-        ("/api/v1/query_range?query=up&start=0&end=10&step=0", StatusCode::BAD_REQUEST, "bad_data", "zero or negative query resolution step"),
-        ("/api/v1/query_range?query=up%5B5m%5D&start=0&end=10&step=1", StatusCode::BAD_REQUEST, "bad_data", "range vector"),
+        (
+            "/api/v1/query?query=up&time=yesterday",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "cannot parse \\\"yesterday\\\" to a valid timestamp",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=0&end=100000&step=1",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "11,000 points",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=10&end=0&step=1",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "end timestamp must not be before start time",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=0&end=10&step=0",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "zero or negative query resolution step",
+        ),
+        (
+            "/api/v1/query_range?query=up%5B5m%5D&start=0&end=10&step=1",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+            "range vector",
+        ),
         ("/api/v1/series", StatusCode::BAD_REQUEST, "bad_data", "no match[] parameter provided"),
         ("/api/v1/query?query=up&timeout=-1", StatusCode::BAD_REQUEST, "bad_data", "timeout"),
     ] {

@@ -60,11 +60,25 @@ pub struct ServerConfig {
     pub grpc_listen_address: String,
 
     /// Least severe log level written.
-    #[arg(long = "log.level", id = "server.log_level", env = "CAIRN_LOG_LEVEL", value_name = "LEVEL", value_enum, default_value = "info")]
+    #[arg(
+        long = "log.level",
+        id = "server.log_level",
+        env = "CAIRN_LOG_LEVEL",
+        value_name = "LEVEL",
+        value_enum,
+        default_value = "info"
+    )]
     pub log_level: LogLevel,
 
     /// Log line format.
-    #[arg(long = "log.format", id = "server.log_format", env = "CAIRN_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value = "logfmt")]
+    #[arg(
+        long = "log.format",
+        id = "server.log_format",
+        env = "CAIRN_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "logfmt"
+    )]
     pub log_format: LogFormat,
 
     /// How long shutdown waits for in-flight requests before closing them.
@@ -140,7 +154,8 @@ impl Config {
     pub fn load(flags: &Config, matches: &ArgMatches, file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut doc = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
                 // Parse strictly first, for errors that name the bad key.
                 let parsed: Config = if text.trim().is_empty() {
                     Config::default()

@@ -35,9 +35,8 @@ impl LogLevel {
 /// Installs the global subscriber. `RUST_LOG`, when set, refines the level
 /// per module (for debugging).
 pub fn init(level: LogLevel, format: LogFormat) {
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
-        EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn", level.as_str()))
-    });
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn", level.as_str())));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Logfmt => registry.with(tracing_logfmt::layer()).try_init(),

@@ -57,16 +57,36 @@ async fn malformed_requests_get_4xx_and_good_ones_still_work() {
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("empty body", vec![], 400, "empty request body"),
         ("not snappy", b"this is not snappy at all".to_vec(), 400, "snappy"),
-        ("garbage protobuf", snappy(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), 400, "decoding protobuf"),
+        (
+            "garbage protobuf",
+            snappy(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            400,
+            "decoding protobuf",
+        ),
         ("truncated protobuf", snappy(&valid[..valid.len() - 3]), 400, "decoding protobuf"),
-        ("truncated snappy", {
-            let s = snappy(&valid);
-            s[..s.len() - 2].to_vec()
-        }, 400, "snappy"),
+        (
+            "truncated snappy",
+            {
+                let s = snappy(&valid);
+                s[..s.len() - 2].to_vec()
+            },
+            400,
+            "snappy",
+        ),
         ("lying length header", lying, 413, "limit"),
-        ("empty label name", write_v1(vec![series(&[("__name__", "m"), ("", "v")], &[(t, 1.0)])]), 400, "empty label name"),
+        (
+            "empty label name",
+            write_v1(vec![series(&[("__name__", "m"), ("", "v")], &[(t, 1.0)])]),
+            400,
+            "empty label name",
+        ),
         ("missing metric name", write_v1(vec![series(&[("job", "x")], &[(t, 1.0)])]), 400, "without a metric name"),
-        ("duplicate label", write_v1(vec![series(&[("__name__", "m"), ("a", "1"), ("a", "2")], &[(t, 1.0)])]), 400, "duplicate label name"),
+        (
+            "duplicate label",
+            write_v1(vec![series(&[("__name__", "m"), ("a", "1"), ("a", "2")], &[(t, 1.0)])]),
+            400,
+            "duplicate label name",
+        ),
         ("invalid UTF-8 value", raw_label_request(b"job", &[0xc3, 0x28], t), 400, "not valid UTF-8"),
         ("invalid UTF-8 name", raw_label_request(&[0xff], b"v", t), 400, "not valid UTF-8"),
         ("oversized body", big, 413, "larger than the limit"),
@@ -80,7 +100,11 @@ async fn malformed_requests_get_4xx_and_good_ones_still_work() {
     }
 
     // Unsupported media types are refused before the body is read.
-    for (ct, enc) in [("application/json", "snappy"), ("application/x-protobuf", "gzip"), ("application/x-protobuf;proto=foo.Bar", "snappy")] {
+    for (ct, enc) in [
+        ("application/json", "snappy"),
+        ("application/x-protobuf", "gzip"),
+        ("application/x-protobuf;proto=foo.Bar", "snappy"),
+    ] {
         let r = c
             .post(&url)
             .header("Content-Type", ct)

@@ -93,7 +93,9 @@ async fn checkpoint_then_crash_replays_checkpoint_and_tail() {
     let mut acked = 0;
     for b in 0..40i64 {
         let ts: Vec<_> = (0..SERIES)
-            .map(|s| series(&[("__name__", "crash_test"), ("instance", &format!("i{s}"))], &[(base + b * 1000, b as f64)]))
+            .map(|s| {
+                series(&[("__name__", "crash_test"), ("instance", &format!("i{s}"))], &[(base + b * 1000, b as f64)])
+            })
             .collect();
         let (status, body) = push(&c, &cairn.url("/api/v1/push"), write_v1(ts), Some("crash")).await.expect("push");
         assert_eq!(status, 204, "{body}");

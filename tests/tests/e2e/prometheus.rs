@@ -70,7 +70,11 @@ async fn prometheus_and_cairn_agree() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(started.is_some(), "no data reached cairn; prometheus log:\n{}", std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default());
+    assert!(
+        started.is_some(),
+        "no data reached cairn; prometheus log:\n{}",
+        std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+    );
     tokio::time::sleep(Duration::from_secs(35)).await;
 
     // A time both have, whose millisecond fraction sits half a second away

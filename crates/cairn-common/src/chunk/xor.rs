@@ -320,15 +320,7 @@ mod tests {
         (
             any::<i32>().prop_map(i64::from),
             proptest::collection::vec(
-                (
-                    prop_oneof![
-                        Just(15_000i64),
-                        1i64..100,
-                        1i64..100_000_000,
-                        1i64..(1i64 << 40)
-                    ],
-                    value(),
-                ),
+                (prop_oneof![Just(15_000i64), 1i64..100, 1i64..100_000_000, 1i64..(1i64 << 40)], value()),
                 0..300,
             ),
         )
@@ -385,9 +377,6 @@ mod tests {
         // Header (2 samples), varint(1000)=0xd0 0x0f, f64 1.0, uvarint(15)=0x0f,
         // then one '0' bit for an unchanged value, padded.
         let bytes = encode(&[Sample::new(1000, 1.0), Sample::new(1015, 1.0)]);
-        assert_eq!(
-            bytes,
-            vec![0x00, 0x02, 0xd0, 0x0f, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0, 0x0f, 0x00]
-        );
+        assert_eq!(bytes, vec![0x00, 0x02, 0xd0, 0x0f, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0, 0x0f, 0x00]);
     }
 }

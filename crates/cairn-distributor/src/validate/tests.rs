@@ -29,7 +29,11 @@ fn each_offence_is_named() {
         (raw(&[("job", "x")]), DiscardReason::MissingMetricName, "without a metric name"),
         (raw(&[("__name__", ""), ("job", "x")]), DiscardReason::MissingMetricName, "without a metric name"),
         (raw(&[("__name__", "up"), ("", "x")]), DiscardReason::InvalidLabel, "empty label name"),
-        (raw(&[("__name__", "up"), ("a", "1"), ("a", "2")]), DiscardReason::DuplicateLabelNames, r#"duplicate label name "a""#),
+        (
+            raw(&[("__name__", "up"), ("a", "1"), ("a", "2")]),
+            DiscardReason::DuplicateLabelNames,
+            r#"duplicate label name "a""#,
+        ),
         (raw(&[("__name__", "up"), ("a", &long)]), DiscardReason::LabelValueTooLong, r#"label "a" has a value longer"#),
     ];
     for (series, reason, text) in cases {
@@ -63,7 +67,10 @@ fn too_many_labels_and_legacy_names() {
     assert_eq!(v.discarded.get(&DiscardReason::MaxLabelNamesPerSeries), Some(&1));
 
     let cfg = ValidationConfig { name_validation_scheme: NameValidation::Legacy, ..Default::default() };
-    let req = RawRequest { series: vec![raw(&[("__name__", "http.requests")]), raw(&[("__name__", "up"), ("a-b", "1")])], metadata: vec![] };
+    let req = RawRequest {
+        series: vec![raw(&[("__name__", "http.requests")]), raw(&[("__name__", "up"), ("a-b", "1")])],
+        metadata: vec![],
+    };
     let v = validate(req, &cfg, 0);
     assert_eq!(v.discarded.get(&DiscardReason::InvalidMetricName), Some(&1));
     assert_eq!(v.discarded.get(&DiscardReason::InvalidLabel), Some(&1));

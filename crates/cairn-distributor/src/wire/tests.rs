@@ -10,10 +10,7 @@ fn label() -> impl Strategy<Value = (String, String)> {
 }
 
 fn series() -> impl Strategy<Value = (Vec<(String, String)>, Vec<(i64, f64)>)> {
-    (
-        proptest::collection::vec(label(), 0..8),
-        proptest::collection::vec((any::<i64>(), any::<f64>()), 0..5),
-    )
+    (proptest::collection::vec(label(), 0..8), proptest::collection::vec((any::<i64>(), any::<f64>()), 0..5))
 }
 
 fn bits(s: &[Sample]) -> Vec<(i64, u64)> {
@@ -86,10 +83,7 @@ proptest! {
 
 #[test]
 fn v2_rejects_bad_symbol_tables() {
-    let req = v2::Request {
-        symbols: vec!["x".into()],
-        timeseries: vec![],
-    };
+    let req = v2::Request { symbols: vec!["x".into()], timeseries: vec![] };
     assert!(decode_v2(&req.encode_to_vec()).is_err(), "symbols[0] must be empty");
     let req = v2::Request {
         symbols: vec![String::new(), "a".into()],

@@ -46,9 +46,7 @@ fn rejects_out_of_order_and_conflicting_duplicates_but_keeps_the_rest() {
     let out = db.push(&batch(vec![series("a", &[(10, 1.0), (20, 2.0)])])).expect("push");
     assert_eq!(out.samples_appended, 2);
     assert_eq!(out.series_created, 1);
-    let out = db
-        .push(&batch(vec![series("a", &[(15, 9.0), (20, 2.0), (20, 3.0), (30, 4.0)])]))
-        .expect("push");
+    let out = db.push(&batch(vec![series("a", &[(15, 9.0), (20, 2.0), (20, 3.0), (30, 4.0)])])).expect("push");
     assert_eq!(out.samples_appended, 1, "only t=30 is new");
     let reasons: Vec<_> = out.rejections.iter().map(|r| (r.reason, r.samples)).collect();
     assert_eq!(reasons, vec![(RejectReason::OutOfOrder, 1), (RejectReason::DuplicateTimestamp, 1)]);
@@ -61,9 +59,7 @@ fn rejects_out_of_order_and_conflicting_duplicates_but_keeps_the_rest() {
 fn repeated_series_in_one_batch_are_ordered_across_entries() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = open(dir.path(), opts(0));
-    let out = db
-        .push(&batch(vec![series("a", &[(10, 1.0)]), series("a", &[(5, 0.5), (20, 2.0)])]))
-        .expect("push");
+    let out = db.push(&batch(vec![series("a", &[(10, 1.0)]), series("a", &[(5, 0.5), (20, 2.0)])])).expect("push");
     assert_eq!(out.samples_appended, 2);
     assert_eq!(out.samples_rejected(), 1);
     assert_eq!(read(&db, "a"), bits(&[(10, 1.0), (20, 2.0)]));
@@ -97,7 +93,8 @@ fn everything_acknowledged_survives_reopen_with_and_without_checkpoints() {
                 db.checkpoint().expect("checkpoint").expect("written");
             }
         }
-        let md = MetricMetadata { metric_family: "a".into(), kind: MetricType::Counter, help: "h".into(), unit: "".into() };
+        let md =
+            MetricMetadata { metric_family: "a".into(), kind: MetricType::Counter, help: "h".into(), unit: "".into() };
         db.push(&PushBatch { series: vec![], metadata: vec![md] }).expect("metadata");
     }
     let db = open(dir.path(), opts(0));

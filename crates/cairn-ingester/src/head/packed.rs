@@ -57,12 +57,7 @@ impl PackedLabels {
     }
 
     pub fn to_labels(&self) -> Labels {
-        Labels::from_sorted(
-            self.pairs()
-                .map_while(|p| p)
-                .map(|(n, v)| Label::new(n, v))
-                .collect(),
-        )
+        Labels::from_sorted(self.pairs().map_while(|p| p).map(|(n, v)| Label::new(n, v)).collect())
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

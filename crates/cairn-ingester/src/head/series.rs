@@ -1,8 +1,8 @@
 //! One series in the head: its labels and its samples in XOR chunks.
 
 use bytes::Bytes;
-use cairn_common::chunk::{MAX_BYTES_PER_CHUNK, TARGET_SAMPLES_PER_CHUNK, XorAppender, XorIter};
 use cairn_common::Sample;
+use cairn_common::chunk::{MAX_BYTES_PER_CHUNK, TARGET_SAMPLES_PER_CHUNK, XorAppender, XorIter};
 use cairn_common::push::RejectReason;
 use parking_lot::Mutex;
 
@@ -161,12 +161,8 @@ impl SeriesData {
     /// Copies out what a query over `[start, end]` needs: chunk handles (cheap
     /// clones) and the head chunk's bytes. Decoding happens after the lock.
     pub fn snapshot(&self, start: i64, end: i64) -> SeriesSnapshot {
-        let mut chunks: Vec<Bytes> = self
-            .closed
-            .iter()
-            .filter(|c| c.min_t <= end && c.max_t >= start)
-            .map(|c| c.data.clone())
-            .collect();
+        let mut chunks: Vec<Bytes> =
+            self.closed.iter().filter(|c| c.min_t <= end && c.max_t >= start).map(|c| c.data.clone()).collect();
         if let Some(h) = &self.head {
             if h.min_t <= end && h.app.last_t() >= start {
                 chunks.push(Bytes::copy_from_slice(h.app.bytes()));

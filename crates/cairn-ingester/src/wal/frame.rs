@@ -22,7 +22,10 @@ pub enum Next<'a> {
     /// Clean end of data.
     End,
     /// Bytes that do not form a whole, valid record start here.
-    Corrupt { offset: usize, reason: &'static str },
+    Corrupt {
+        offset: usize,
+        reason: &'static str,
+    },
 }
 
 /// Reads framed records from a buffer.

@@ -80,7 +80,9 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, g: &Grid) -> Result<Value
         T_QUANTILE => {
             let q = param_scalar.unwrap_or_default();
             if let Some(bad) = q.iter().find(|x| !(0.0..=1.0).contains(*x)) {
-                ev.annotations.warnings.insert(format!("PromQL warning: quantile value should be between 0 and 1, got {bad}"));
+                ev.annotations
+                    .warnings
+                    .insert(format!("PromQL warning: quantile value should be between 0 and 1, got {bad}"));
             }
             let (groups, of) = grouping(&v, &a.modifier);
             let mut vals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n]; groups.len()];
@@ -263,8 +265,11 @@ fn select_k(
             }
         }
     }
-    let mut series: Vec<Option<StepSeries>> =
-        v.into_iter().zip(keep).map(|(s, p)| (!p.is_empty()).then_some(StepSeries { labels: s.labels, points: p })).collect();
+    let mut series: Vec<Option<StepSeries>> = v
+        .into_iter()
+        .zip(keep)
+        .map(|(s, p)| (!p.is_empty()).then_some(StepSeries { labels: s.labels, points: p }))
+        .collect();
     if n == 1 {
         return Ok(order.into_iter().filter_map(|si| series[si].take()).collect());
     }

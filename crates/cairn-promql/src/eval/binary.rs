@@ -189,7 +189,9 @@ fn vector_vector(
                 if one_to_one {
                     let seen = matched.entry(sig.clone()).or_insert_with(|| Points::new(n));
                     if seen.has(i) {
-                        return exec("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)");
+                        return exec(
+                            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                        );
                     }
                     seen.set(i, 1.0);
                 }

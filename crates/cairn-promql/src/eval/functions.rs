@@ -1,7 +1,7 @@
 //! Function calls.
 
-use chrono::{DateTime, Datelike, Timelike};
 use cairn_common::{Labels, METRIC_NAME, is_stale_nan};
+use chrono::{DateTime, Datelike, Timelike};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{Call, Expr};
 
@@ -12,7 +12,11 @@ use crate::plan::key;
 use crate::value::{Grid, Points, StepSeries, Value};
 
 fn arg(c: &Call, i: usize) -> Result<&Expr> {
-    c.args.args.get(i).map(|b| &**b).ok_or_else(|| EvalError::BadData(format!("missing argument {} of {}()", i + 1, c.func.name)))
+    c.args
+        .args
+        .get(i)
+        .map(|b| &**b)
+        .ok_or_else(|| EvalError::BadData(format!("missing argument {} of {}()", i + 1, c.func.name)))
 }
 
 fn unwrap_parens(mut e: &Expr) -> &Expr {
@@ -112,8 +116,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
             v.retain(|s| !s.points.is_empty());
             Value::Vector(drop_names(v)?)
         }
-        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute" | "month"
-        | "year" => {
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute" | "month" | "year" => {
             let mut v = match c.args.args.first() {
                 Some(e) => ev.eval_vector(e, g)?,
                 None => {
@@ -160,7 +163,9 @@ fn range_call(
     let a1 = args.get(1).cloned().unwrap_or_else(|| vec![0.0; n]);
     if name == "quantile_over_time" {
         if let Some(q) = a0.iter().find(|q| !(0.0..=1.0).contains(*q)) {
-            ev.annotations.warnings.insert(format!("PromQL warning: quantile value should be between 0 and 1, got {q}"));
+            ev.annotations
+                .warnings
+                .insert(format!("PromQL warning: quantile value should be between 0 and 1, got {q}"));
         }
     }
     if name == "double_exponential_smoothing" || name == "holt_winters" {
@@ -172,15 +177,22 @@ fn range_call(
     }
     if name == "absent_over_time" {
         let rv = ev.eval_range(range_arg, g)?;
-        return Ok(Value::Vector(absent_steps(n, &rv.series.iter().map(|s| {
-            let mut p = Points::new(n);
-            for (i, w) in rv.windows(&s.samples) {
-                if !w.is_empty() {
-                    p.set(i, 1.0);
-                }
-            }
-            p
-        }).collect::<Vec<_>>(), absent_labels(range_arg))));
+        return Ok(Value::Vector(absent_steps(
+            n,
+            &rv.series
+                .iter()
+                .map(|s| {
+                    let mut p = Points::new(n);
+                    for (i, w) in rv.windows(&s.samples) {
+                        if !w.is_empty() {
+                            p.set(i, 1.0);
+                        }
+                    }
+                    p
+                })
+                .collect::<Vec<_>>(),
+            absent_labels(range_arg),
+        )));
     }
     let rv = ev.eval_range(range_arg, g)?;
     let out = range_functions::apply(ev, &rv, g, f, keep_name, (&a0, &a1))?;
@@ -197,7 +209,15 @@ fn math_fn(name: &str) -> Option<fn(f64) -> f64> {
         "ln" => f64::ln,
         "log2" => f64::log2,
         "log10" => f64::log10,
-        "sgn" => |x: f64| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
+        "sgn" => |x: f64| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        },
         "acos" => f64::acos,
         "acosh" => f64::acosh,
         "asin" => f64::asin,

@@ -67,7 +67,12 @@ impl Queryable for MemStorage {
         Ok(names)
     }
 
-    async fn label_values(&self, t: &TenantId, name: &str, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {
+    async fn label_values(
+        &self,
+        t: &TenantId,
+        name: &str,
+        req: &LabelsRequest<'_>,
+    ) -> Result<Vec<String>, ServiceError> {
         let mut v: Vec<String> =
             self.series(t, req).await?.iter().filter_map(|l| l.get(name).map(str::to_owned)).collect();
         v.sort();
@@ -75,7 +80,11 @@ impl Queryable for MemStorage {
         Ok(v)
     }
 
-    async fn metadata(&self, _: &TenantId, _: Option<&str>) -> Result<BTreeMap<String, Vec<MetricMetadata>>, ServiceError> {
+    async fn metadata(
+        &self,
+        _: &TenantId,
+        _: Option<&str>,
+    ) -> Result<BTreeMap<String, Vec<MetricMetadata>>, ServiceError> {
         Ok(BTreeMap::new())
     }
 }

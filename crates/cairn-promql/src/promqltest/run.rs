@@ -197,7 +197,11 @@ async fn check_eval(e: &EvalCmd, backend: &mut dyn Backend) -> Result<(), String
             _ => QueryValue::Vector(
                 m.iter()
                     .filter_map(|s| {
-                        s.samples.iter().find(|x| x.t == t).map(|x| crate::InstantSample { labels: s.labels.clone(), t, v: x.v })
+                        s.samples.iter().find(|x| x.t == t).map(|x| crate::InstantSample {
+                            labels: s.labels.clone(),
+                            t,
+                            v: x.v,
+                        })
                     })
                     .collect(),
             ),
@@ -206,10 +210,25 @@ async fn check_eval(e: &EvalCmd, backend: &mut dyn Backend) -> Result<(), String
     }
     // @ modifier: pin every selector to t and evaluate at other times.
     const UNSAFE: [&str; 15] = [
-        "days_in_month", "day_of_month", "day_of_week", "day_of_year", "end", "hour", "minute", "month", "year",
-        "predict_linear", "range", "start", "step", "time", "timestamp",
+        "days_in_month",
+        "day_of_month",
+        "day_of_week",
+        "day_of_year",
+        "end",
+        "hour",
+        "minute",
+        "month",
+        "year",
+        "predict_linear",
+        "range",
+        "start",
+        "step",
+        "time",
+        "timestamp",
     ];
-    if !UNSAFE.iter().any(|f| text.contains(&format!("{f}("))) && matches!(e.expected, Expected::Series(_) | Expected::Scalar(_)) {
+    if !UNSAFE.iter().any(|f| text.contains(&format!("{f}(")))
+        && matches!(e.expected, Expected::Series(_) | Expected::Scalar(_))
+    {
         let mut pinned = expr;
         if pin_at(&mut pinned, t) {
             let times = if t == 0 { vec![-1000, 0, 1000] } else { vec![-10 * t, 0, t / 5, t, 10 * t] };
@@ -271,7 +290,12 @@ fn fmt_labels(l: &Labels) -> String {
     l.to_string()
 }
 
-fn compare_series(got: &[(Labels, Vec<(i64, f64)>)], want: &[(Labels, Vec<Slot>)], times: &dyn Fn(usize) -> i64, ordered: bool) -> Result<(), String> {
+fn compare_series(
+    got: &[(Labels, Vec<(i64, f64)>)],
+    want: &[(Labels, Vec<Slot>)],
+    times: &dyn Fn(usize) -> i64,
+    ordered: bool,
+) -> Result<(), String> {
     if got.len() != want.len() {
         let g: Vec<String> = got.iter().map(|s| fmt_labels(&s.0)).collect();
         let w: Vec<String> = want.iter().map(|s| fmt_labels(&s.0)).collect();
@@ -279,7 +303,11 @@ fn compare_series(got: &[(Labels, Vec<(i64, f64)>)], want: &[(Labels, Vec<Slot>)
     }
     for (wi, (wl, wv)) in want.iter().enumerate() {
         let Some(gi) = got.iter().position(|g| g.0 == *wl) else {
-            return Err(format!("expected series {} not in result {:?}", fmt_labels(wl), got.iter().map(|g| fmt_labels(&g.0)).collect::<Vec<_>>()));
+            return Err(format!(
+                "expected series {} not in result {:?}",
+                fmt_labels(wl),
+                got.iter().map(|g| fmt_labels(&g.0)).collect::<Vec<_>>()
+            ));
         };
         if ordered && gi != wi {
             return Err(format!("series {} at position {gi}, expected {wi}", fmt_labels(wl)));
@@ -299,10 +327,18 @@ fn compare_series(got: &[(Labels, Vec<(i64, f64)>)], want: &[(Labels, Vec<Slot>)
 fn compare(v: &QueryValue, e: &EvalCmd) -> Result<(), String> {
     match (&e.expected, v, &e.kind) {
         (Expected::String(want), QueryValue::String { s, .. }, _) => {
-            if s == want { Ok(()) } else { Err(format!("expected string {want:?}, got {s:?}")) }
+            if s == want {
+                Ok(())
+            } else {
+                Err(format!("expected string {want:?}, got {s:?}"))
+            }
         }
         (Expected::Scalar(want), QueryValue::Scalar { v, .. }, _) => {
-            if almost_equal(*v, *want) { Ok(()) } else { Err(format!("expected scalar {want}, got {v}")) }
+            if almost_equal(*v, *want) {
+                Ok(())
+            } else {
+                Err(format!("expected scalar {want}, got {v}"))
+            }
         }
         (Expected::Series(want), QueryValue::Vector(got), EvalKind::Instant { t }) => {
             for w in want {
@@ -329,7 +365,11 @@ fn compare(v: &QueryValue, e: &EvalCmd) -> Result<(), String> {
             let (start, step) = (*start, *step);
             compare_series(&got, series, &|k| start + k as i64 * step, false)
         }
-        (Expected::Series(want), QueryValue::Matrix(got), EvalKind::Instant { .. }) if want.is_empty() && got.is_empty() => Ok(()),
+        (Expected::Series(want), QueryValue::Matrix(got), EvalKind::Instant { .. })
+            if want.is_empty() && got.is_empty() =>
+        {
+            Ok(())
+        }
         (Expected::Series(want), QueryValue::Scalar { v, .. }, _) if want.is_empty() => {
             Err(format!("expected no result, got scalar {v}"))
         }

@@ -54,7 +54,11 @@ pub enum Expected {
     Scalar(f64),
     String(String),
     /// An instant query that returns a range vector on this grid.
-    RangeVector { start: i64, step: i64, series: Vec<(Labels, Vec<Slot>)> },
+    RangeVector {
+        start: i64,
+        step: i64,
+        series: Vec<(Labels, Vec<Slot>)>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -138,9 +142,8 @@ pub fn parse_values(s: &str) -> Option<Vec<Slot>> {
                 let left = &tok[..xi];
                 // Split `a+b` / `a-b` at a sign that is not leading or an exponent's.
                 let bytes = left.as_bytes();
-                let split = (1..bytes.len()).find(|&i| {
-                    (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E')
-                });
+                let split = (1..bytes.len())
+                    .find(|&i| (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E'));
                 let (a, b) = match split {
                     Some(i) => (parse_float(&left[..i])?, parse_float(&left[i..])?),
                     None => (parse_float(left)?, 0.0),
@@ -265,10 +268,11 @@ pub fn parse(text: &str) -> Result<Vec<Command>, ParseError> {
             i += 1;
         }
         if word.starts_with("load") {
-            let step = line.split_whitespace().nth(1).and_then(parse_duration).ok_or_else(|| ParseError {
-                line: ln,
-                msg: "bad load step".into(),
-            })?;
+            let step = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(parse_duration)
+                .ok_or_else(|| ParseError { line: ln, msg: "bad load step".into() })?;
             let mut series = Vec::new();
             let mut histograms = Vec::new();
             let mut k = 0;
@@ -285,11 +289,8 @@ pub fn parse(text: &str) -> Result<Vec<Command>, ParseError> {
                     histograms.push(labels);
                     continue;
                 }
-                let samples = vals
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, v)| v.map(|v| Sample::new(j as i64 * step, v)))
-                    .collect();
+                let samples =
+                    vals.iter().enumerate().filter_map(|(j, v)| v.map(|v| Sample::new(j as i64 * step, v))).collect();
                 series.push(Series { labels, samples });
             }
             if word == "load_with_nhcb" {
@@ -326,7 +327,9 @@ fn parse_eval(ln: usize, line: &str, word: &str, block: &[(usize, &str)]) -> Res
         if to != Some("to") || stepw != Some("step") {
             return perr(ln, "bad range eval");
         }
-        let d = |x: Option<&str>| x.and_then(parse_duration).ok_or_else(|| ParseError { line: ln, msg: "bad duration".into() });
+        let d = |x: Option<&str>| {
+            x.and_then(parse_duration).ok_or_else(|| ParseError { line: ln, msg: "bad duration".into() })
+        };
         let (start, end, step) = (d(start)?, d(end)?, d(step)?);
         if end < start {
             return perr(ln, "end before start");
