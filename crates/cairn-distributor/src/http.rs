@@ -204,6 +204,19 @@ mod tests {
         "application/x-protobuf;proto=io.prometheus.write.v2.Request"
     }
 
+    proptest::proptest! {
+        #[test]
+        fn snappy_bodies_round_trip(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..5000)) {
+            let c = snap::raw::Encoder::new().compress_vec(&data).expect("compress");
+            proptest::prop_assert_eq!(decompress(&c, 1 << 20).ok(), Some(data));
+        }
+
+        #[test]
+        fn snappy_garbage_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = decompress(&data, 1 << 20);
+        }
+    }
+
     #[test]
     fn decompress_checks_the_declared_size_before_allocating() {
         // A varint header claiming 4 GiB - 1 bytes followed by nothing.

@@ -65,7 +65,10 @@ impl std::fmt::Debug for Distributor {
 /// What happened to one remote write request.
 #[derive(Debug)]
 pub struct WriteResult {
+    /// Validation's findings; its batch has been handed to the ingester.
     pub validated: Validated,
+    /// Float samples handed to the ingester.
+    pub samples_pushed: u64,
     pub pushed: Result<PushOutcome, ServiceError>,
 }
 
@@ -73,11 +76,7 @@ impl WriteResult {
     /// Float samples now stored (including exact duplicates of stored ones).
     pub fn samples_written(&self) -> u64 {
         match &self.pushed {
-            Ok(o) => {
-                let v = &self.validated;
-                let sent: u64 = v.batch.num_samples() as u64;
-                sent.saturating_sub(o.samples_rejected())
-            }
+            Ok(o) => self.samples_pushed.saturating_sub(o.samples_rejected()),
             Err(_) => 0,
         }
     }
@@ -104,23 +103,24 @@ impl Distributor {
             Protocol::V2 => wire::decode_v2(body),
         }
         .map_err(|e| ServiceError::bad_data(e.to_string()))?;
-        let validated = validate::validate(raw, &self.inner.limits, cairn_common::time::now_ms());
+        let mut validated = validate::validate(raw, &self.inner.limits, cairn_common::time::now_ms());
         let m = &self.inner.metrics;
         m.received(tenant, validated.samples_received, validated.batch.metadata.len() as u64);
         for (reason, n) in &validated.discarded {
             m.discarded(tenant, reason.as_str(), *n);
         }
-        let batch = &validated.batch;
+        let batch = std::mem::take(&mut validated.batch);
+        let samples_pushed = batch.num_samples() as u64;
         let pushed = if batch.series.is_empty() && batch.metadata.is_empty() {
             Ok(PushOutcome::default())
         } else {
-            self.inner.pusher.push(tenant, batch.clone()).await
+            self.inner.pusher.push(tenant, batch).await
         };
         if let Ok(o) = &pushed {
             for r in &o.rejections {
                 m.discarded(tenant, r.reason.as_str(), r.samples);
             }
         }
-        Ok(WriteResult { validated, pushed })
+        Ok(WriteResult { validated, samples_pushed, pushed })
     }
 }

@@ -1,0 +1,229 @@
+//! A node_exporter-like workload, deterministic from a seed.
+//!
+//! Each target exposes about 1,200 series with node_exporter's metric
+//! names and label shapes (per-CPU, per-device, per-filesystem series,
+//! plus go_/process_ metrics), counters that grow by fractional amounts,
+//! and gauges that wander.
+
+use cairn_proto::prometheus as pb;
+use cairn_proto::write_v2 as v2;
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Labels of one series (without `instance`/`job`) and whether it counts up.
+#[derive(Clone, Debug)]
+pub struct SeriesShape {
+    pub labels: Vec<(String, String)>,
+    pub counter: bool,
+}
+
+fn add(out: &mut Vec<SeriesShape>, name: &str, counter: bool, labels: &[(&str, String)]) {
+    let mut l = vec![("__name__".to_owned(), name.to_owned())];
+    l.extend(labels.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    out.push(SeriesShape { labels: l, counter });
+}
+
+/// The series one node_exporter target exposes (about 1,200).
+pub fn node_exporter_shapes() -> Vec<SeriesShape> {
+    let mut s = Vec::new();
+    let cpus = 16;
+    for cpu in 0..cpus {
+        for mode in ["idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user"] {
+            add(&mut s, "node_cpu_seconds_total", true, &[("cpu", cpu.to_string()), ("mode", mode.into())]);
+        }
+        for mode in ["nice", "user"] {
+            add(&mut s, "node_cpu_guest_seconds_total", true, &[("cpu", cpu.to_string()), ("mode", mode.into())]);
+        }
+        for m in ["node_schedstat_running_seconds_total", "node_schedstat_waiting_seconds_total", "node_schedstat_timeslices_total", "node_softnet_processed_total", "node_softnet_dropped_total", "node_softnet_times_squeezed_total"] {
+            add(&mut s, m, true, &[("cpu", cpu.to_string())]);
+        }
+        add(&mut s, "node_cpu_scaling_frequency_hertz", false, &[("cpu", cpu.to_string())]);
+    }
+    let fss = [
+        ("/dev/sda1", "ext4", "/"),
+        ("/dev/sda2", "ext4", "/home"),
+        ("/dev/sdb1", "xfs", "/var/lib/data"),
+        ("tmpfs", "tmpfs", "/run"),
+        ("tmpfs", "tmpfs", "/dev/shm"),
+        ("tmpfs", "tmpfs", "/run/lock"),
+        ("/dev/sda3", "vfat", "/boot/efi"),
+        ("overlay", "overlay", "/var/lib/docker/overlay2"),
+    ];
+    for (dev, fstype, mp) in fss {
+        for m in ["avail_bytes", "free_bytes", "size_bytes", "files", "files_free", "readonly", "device_error"] {
+            add(&mut s, &format!("node_filesystem_{m}"), false, &[("device", dev.into()), ("fstype", fstype.into()), ("mountpoint", mp.into())]);
+        }
+    }
+    for dev in ["eth0", "eth1", "lo", "docker0", "veth1a2b3c", "veth4d5e6f", "br-1234", "wlan0"] {
+        for dir in ["receive", "transmit"] {
+            for m in ["bytes", "packets", "errs", "drop", "fifo", "compressed", "multicast", "frame"] {
+                add(&mut s, &format!("node_network_{dir}_{m}_total"), true, &[("device", dev.into())]);
+            }
+        }
+        for m in ["up", "mtu_bytes", "speed_bytes", "carrier", "info"] {
+            add(&mut s, &format!("node_network_{m}"), false, &[("device", dev.into())]);
+        }
+    }
+    for dev in ["sda", "sdb", "sdc", "nvme0n1", "nvme1n1", "dm-0", "dm-1", "loop0"] {
+        for m in [
+            "reads_completed_total", "reads_merged_total", "read_bytes_total", "read_time_seconds_total",
+            "writes_completed_total", "writes_merged_total", "written_bytes_total", "write_time_seconds_total",
+            "io_time_seconds_total", "io_time_weighted_seconds_total", "discards_completed_total",
+            "discarded_sectors_total", "flush_requests_total",
+        ] {
+            add(&mut s, &format!("node_disk_{m}"), true, &[("device", dev.into())]);
+        }
+        add(&mut s, "node_disk_io_now", false, &[("device", dev.into())]);
+    }
+    for i in 0..60 {
+        add(&mut s, &format!("node_memory_field{i:02}_bytes"), false, &[]);
+    }
+    for i in 0..110 {
+        add(&mut s, &format!("node_vmstat_counter{i:03}"), true, &[]);
+    }
+    for i in 0..90 {
+        add(&mut s, &format!("node_netstat_Tcp_field{i:02}"), true, &[]);
+    }
+    for irq in 0..40 {
+        for cpu in 0..4 {
+            add(&mut s, "node_interrupts_total", true, &[("cpu", cpu.to_string()), ("devices", format!("dev{irq}")), ("type", format!("IR-PCI-MSI-{irq}"))]);
+        }
+    }
+    for c in 0..36 {
+        let collector = format!("collector{c:02}");
+        add(&mut s, "node_scrape_collector_duration_seconds", false, &[("collector", collector.clone())]);
+        add(&mut s, "node_scrape_collector_success", false, &[("collector", collector)]);
+    }
+    // A classic histogram, as exposed by the exporter's own HTTP handler.
+    for le in ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"] {
+        add(&mut s, "promhttp_metric_handler_duration_seconds_bucket", true, &[("le", le.into())]);
+    }
+    add(&mut s, "promhttp_metric_handler_duration_seconds_sum", true, &[]);
+    add(&mut s, "promhttp_metric_handler_duration_seconds_count", true, &[]);
+    for i in 0..40 {
+        add(&mut s, &format!("go_memstats_field{i:02}"), false, &[]);
+    }
+    for m in ["process_cpu_seconds_total", "process_open_fds", "process_max_fds", "process_resident_memory_bytes", "process_virtual_memory_bytes", "process_start_time_seconds"] {
+        add(&mut s, m, m.ends_with("_total"), &[]);
+    }
+    s
+}
+
+/// A generated workload: targets × series shapes × scrape rounds.
+pub struct Workload {
+    pub shapes: Vec<SeriesShape>,
+    pub targets: usize,
+    pub rounds: usize,
+    pub interval_ms: i64,
+    pub start_ms: i64,
+    pub seed: u64,
+}
+
+impl Workload {
+    pub fn series(&self) -> usize {
+        self.shapes.len() * self.targets
+    }
+
+    pub fn samples(&self) -> usize {
+        self.series() * self.rounds
+    }
+
+    /// Full label sets of one target, sorted by name.
+    fn target_labels(&self, target: usize) -> Vec<Vec<(String, String)>> {
+        self.shapes
+            .iter()
+            .map(|sh| {
+                let mut l = sh.labels.clone();
+                l.push(("instance".into(), format!("host-{target:05}.example.com:9100")));
+                l.push(("job".into(), "node".into()));
+                l.sort();
+                l
+            })
+            .collect()
+    }
+
+    /// Remote write 1.0 bodies (snappy-compressed), in the order one sender
+    /// shard sends them: `targets` are the targets this shard owns; each
+    /// round's samples of them are cut into requests of `batch` samples.
+    pub fn requests_v1(&self, targets: &[usize], batch: usize) -> Vec<(Vec<u8>, usize)> {
+        let mut rng = StdRng::seed_from_u64(self.seed ^ targets.first().copied().unwrap_or(0) as u64);
+        let labels: Vec<Vec<Vec<(String, String)>>> = targets.iter().map(|t| self.target_labels(*t)).collect();
+        let mut values: Vec<Vec<f64>> =
+            targets.iter().map(|_| self.shapes.iter().map(|_| rng.random_range(0.0..1000.0)).collect()).collect();
+        let mut out = Vec::new();
+        let mut pending: Vec<pb::TimeSeries> = Vec::with_capacity(batch);
+        for r in 0..self.rounds {
+            let t = self.start_ms + r as i64 * self.interval_ms;
+            for (ti, tl) in labels.iter().enumerate() {
+                for (si, l) in tl.iter().enumerate() {
+                    let v = &mut values[ti][si];
+                    if self.shapes[si].counter {
+                        *v += (rng.random_range(0.0..10.0f64) * 100.0).round() / 100.0;
+                    } else {
+                        *v = (*v + rng.random_range(-5.0..5.0f64)).abs();
+                    }
+                    pending.push(pb::TimeSeries {
+                        labels: l.iter().map(|(n, v)| pb::Label { name: n.clone(), value: v.clone() }).collect(),
+                        samples: vec![pb::Sample { value: *v, timestamp: t }],
+                        ..Default::default()
+                    });
+                    if pending.len() == batch {
+                        out.push(encode_v1(std::mem::take(&mut pending)));
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            out.push(encode_v1(pending));
+        }
+        out
+    }
+}
+
+fn encode_v1(ts: Vec<pb::TimeSeries>) -> (Vec<u8>, usize) {
+    let n = ts.len();
+    let body = pb::WriteRequest { timeseries: ts, metadata: vec![] }.encode_to_vec();
+    (snap::raw::Encoder::new().compress_vec(&body).unwrap_or_default(), n)
+}
+
+/// Re-encodes a 1.0 request as 2.0 (symbol table), for protocol comparisons.
+pub fn v1_to_v2(body: &[u8]) -> Vec<u8> {
+    let raw = snap::raw::Decoder::new().decompress_vec(body).unwrap_or_default();
+    let req = pb::WriteRequest::decode(raw.as_slice()).unwrap_or_default();
+    let mut symbols = vec![String::new()];
+    let mut index = std::collections::HashMap::new();
+    let mut sym = |s: &str| -> u32 {
+        *index.entry(s.to_owned()).or_insert_with(|| {
+            symbols.push(s.to_owned());
+            (symbols.len() - 1) as u32
+        })
+    };
+    let timeseries = req
+        .timeseries
+        .iter()
+        .map(|ts| v2::TimeSeries {
+            labels_refs: ts.labels.iter().flat_map(|l| [sym(&l.name), sym(&l.value)]).collect(),
+            samples: ts.samples.iter().map(|s| v2::Sample { value: s.value, timestamp: s.timestamp, start_timestamp: 0 }).collect(),
+            ..Default::default()
+        })
+        .collect();
+    let out = v2::Request { symbols, timeseries }.encode_to_vec();
+    snap::raw::Encoder::new().compress_vec(&out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn about_1200_series_per_target_and_deterministic() {
+        let shapes = node_exporter_shapes();
+        assert!((1100..1400).contains(&shapes.len()), "{}", shapes.len());
+        let w = Workload { shapes, targets: 2, rounds: 2, interval_ms: 15_000, start_ms: 0, seed: 7 };
+        let a = w.requests_v1(&[0, 1], 2000);
+        let b = w.requests_v1(&[0, 1], 2000);
+        assert_eq!(a, b);
+        assert_eq!(a.iter().map(|r| r.1).sum::<usize>(), w.samples());
+    }
+}
