@@ -35,7 +35,14 @@ pub fn node_exporter_shapes() -> Vec<SeriesShape> {
         for mode in ["nice", "user"] {
             add(&mut s, "node_cpu_guest_seconds_total", true, &[("cpu", cpu.to_string()), ("mode", mode.into())]);
         }
-        for m in ["node_schedstat_running_seconds_total", "node_schedstat_waiting_seconds_total", "node_schedstat_timeslices_total", "node_softnet_processed_total", "node_softnet_dropped_total", "node_softnet_times_squeezed_total"] {
+        for m in [
+            "node_schedstat_running_seconds_total",
+            "node_schedstat_waiting_seconds_total",
+            "node_schedstat_timeslices_total",
+            "node_softnet_processed_total",
+            "node_softnet_dropped_total",
+            "node_softnet_times_squeezed_total",
+        ] {
             add(&mut s, m, true, &[("cpu", cpu.to_string())]);
         }
         add(&mut s, "node_cpu_scaling_frequency_hertz", false, &[("cpu", cpu.to_string())]);
@@ -52,7 +59,12 @@ pub fn node_exporter_shapes() -> Vec<SeriesShape> {
     ];
     for (dev, fstype, mp) in fss {
         for m in ["avail_bytes", "free_bytes", "size_bytes", "files", "files_free", "readonly", "device_error"] {
-            add(&mut s, &format!("node_filesystem_{m}"), false, &[("device", dev.into()), ("fstype", fstype.into()), ("mountpoint", mp.into())]);
+            add(
+                &mut s,
+                &format!("node_filesystem_{m}"),
+                false,
+                &[("device", dev.into()), ("fstype", fstype.into()), ("mountpoint", mp.into())],
+            );
         }
     }
     for dev in ["eth0", "eth1", "lo", "docker0", "veth1a2b3c", "veth4d5e6f", "br-1234", "wlan0"] {
@@ -67,10 +79,19 @@ pub fn node_exporter_shapes() -> Vec<SeriesShape> {
     }
     for dev in ["sda", "sdb", "sdc", "nvme0n1", "nvme1n1", "dm-0", "dm-1", "loop0"] {
         for m in [
-            "reads_completed_total", "reads_merged_total", "read_bytes_total", "read_time_seconds_total",
-            "writes_completed_total", "writes_merged_total", "written_bytes_total", "write_time_seconds_total",
-            "io_time_seconds_total", "io_time_weighted_seconds_total", "discards_completed_total",
-            "discarded_sectors_total", "flush_requests_total",
+            "reads_completed_total",
+            "reads_merged_total",
+            "read_bytes_total",
+            "read_time_seconds_total",
+            "writes_completed_total",
+            "writes_merged_total",
+            "written_bytes_total",
+            "write_time_seconds_total",
+            "io_time_seconds_total",
+            "io_time_weighted_seconds_total",
+            "discards_completed_total",
+            "discarded_sectors_total",
+            "flush_requests_total",
         ] {
             add(&mut s, &format!("node_disk_{m}"), true, &[("device", dev.into())]);
         }
@@ -87,7 +108,12 @@ pub fn node_exporter_shapes() -> Vec<SeriesShape> {
     }
     for irq in 0..40 {
         for cpu in 0..4 {
-            add(&mut s, "node_interrupts_total", true, &[("cpu", cpu.to_string()), ("devices", format!("dev{irq}")), ("type", format!("IR-PCI-MSI-{irq}"))]);
+            add(
+                &mut s,
+                "node_interrupts_total",
+                true,
+                &[("cpu", cpu.to_string()), ("devices", format!("dev{irq}")), ("type", format!("IR-PCI-MSI-{irq}"))],
+            );
         }
     }
     for c in 0..36 {
@@ -104,7 +130,14 @@ pub fn node_exporter_shapes() -> Vec<SeriesShape> {
     for i in 0..40 {
         add(&mut s, &format!("go_memstats_field{i:02}"), false, &[]);
     }
-    for m in ["process_cpu_seconds_total", "process_open_fds", "process_max_fds", "process_resident_memory_bytes", "process_virtual_memory_bytes", "process_start_time_seconds"] {
+    for m in [
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_start_time_seconds",
+    ] {
         add(&mut s, m, m.ends_with("_total"), &[]);
     }
     s
@@ -204,7 +237,11 @@ pub fn v1_to_v2(body: &[u8]) -> Vec<u8> {
         .iter()
         .map(|ts| v2::TimeSeries {
             labels_refs: ts.labels.iter().flat_map(|l| [sym(&l.name), sym(&l.value)]).collect(),
-            samples: ts.samples.iter().map(|s| v2::Sample { value: s.value, timestamp: s.timestamp, start_timestamp: 0 }).collect(),
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| v2::Sample { value: s.value, timestamp: s.timestamp, start_timestamp: 0 })
+                .collect(),
             ..Default::default()
         })
         .collect();

@@ -85,10 +85,10 @@ impl Cairn {
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(ch) = self.child.as_mut() {
-                if let Some(status) = ch.try_wait()? {
-                    bail!("cairn exited with {status} before becoming ready; log:\n{}", self.log_text());
-                }
+            if let Some(ch) = self.child.as_mut()
+                && let Some(status) = ch.try_wait()?
+            {
+                bail!("cairn exited with {status} before becoming ready; log:\n{}", self.log_text());
             }
             if probe::status(&self.url("/ready")).is_ok_and(|s| s == 200) {
                 return Ok(());

@@ -104,9 +104,11 @@ async fn main() -> Result<()> {
                     .header("User-Agent", "cairn-loadgen")
                     .body(body);
                 req = if protocol == 2 {
-                    req.header("Content-Type", cairn_proto::RW2_CONTENT_TYPE).header("X-Prometheus-Remote-Write-Version", "2.0.0")
+                    req.header("Content-Type", cairn_proto::RW2_CONTENT_TYPE)
+                        .header("X-Prometheus-Remote-Write-Version", "2.0.0")
                 } else {
-                    req.header("Content-Type", "application/x-protobuf").header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                    req.header("Content-Type", "application/x-protobuf")
+                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
                 };
                 if let Some(t) = &tenant {
                     req = req.header("X-Scope-OrgID", t);
@@ -148,7 +150,10 @@ async fn main() -> Result<()> {
     };
     all.latencies.sort();
     let pct = |p: f64| {
-        all.latencies.get(((all.latencies.len() as f64 - 1.0) * p) as usize).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+        all.latencies
+            .get(((all.latencies.len() as f64 - 1.0) * p) as usize)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
     };
     let rss = a.pid.and_then(proc_stats::rss);
     let rate = all.acked as f64 / elapsed;

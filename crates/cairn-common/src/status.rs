@@ -140,7 +140,7 @@ mod tests {
         for c in [ErrorCode::BadData, ErrorCode::PayloadTooLarge, ErrorCode::UnsupportedMediaType] {
             assert!(c.http_status().is_client_error());
             assert!(!c.is_retryable());
-            assert_eq!(ErrorCode::from_grpc_code(c.grpc_code()).is_retryable(), false);
+            assert!(!ErrorCode::from_grpc_code(c.grpc_code()).is_retryable());
         }
         for c in [ErrorCode::Unavailable, ErrorCode::Internal] {
             assert!(c.http_status().is_server_error());

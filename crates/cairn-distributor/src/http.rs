@@ -56,10 +56,10 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Protocol, Response> {
     }
     let mut proto = None;
     for p in parts {
-        if let Some((k, v)) = p.split_once('=') {
-            if k.trim().eq_ignore_ascii_case("proto") {
-                proto = Some(v.trim().trim_matches('"').to_owned());
-            }
+        if let Some((k, v)) = p.split_once('=')
+            && k.trim().eq_ignore_ascii_case("proto")
+        {
+            proto = Some(v.trim().trim_matches('"').to_owned());
         }
     }
     match proto.as_deref() {
@@ -111,12 +111,16 @@ async fn push(State(d): State<Distributor>, headers: HeaderMap, body: Body) -> R
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
             return if too_large {
-                text(
+                let mut r = text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!(
                         "request body is larger than the limit of {limit} bytes (raise --distributor.max-recv-msg-size)"
                     ),
-                )
+                );
+                // The rest of the body is unread, so this connection cannot
+                // carry another request: tell the client not to reuse it.
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r
             } else {
                 text(StatusCode::BAD_REQUEST, format!("reading request body: {e}"))
             };

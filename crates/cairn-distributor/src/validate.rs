@@ -108,19 +108,17 @@ pub fn validate(req: RawRequest<'_>, cfg: &ValidationConfig, now_ms: i64) -> Val
                 continue;
             }
         };
-        if let Some((kind, help, unit)) = raw.metadata {
-            if kind != 0 || !help.is_empty() || !unit.is_empty() {
-                if let (Some(family), Ok(help), Ok(unit)) =
-                    (labels.metric_name(), std::str::from_utf8(help), std::str::from_utf8(unit))
-                {
-                    out.batch.metadata.push(MetricMetadata {
-                        metric_family: family.to_owned(),
-                        kind: MetricType::from_proto(kind),
-                        help: truncate(help, cfg.max_metadata_length).to_owned(),
-                        unit: truncate(unit, cfg.max_metadata_length).to_owned(),
-                    });
-                }
-            }
+        if let Some((kind, help, unit)) = raw.metadata
+            && (kind != 0 || !help.is_empty() || !unit.is_empty())
+            && let (Some(family), Ok(help), Ok(unit)) =
+                (labels.metric_name(), std::str::from_utf8(help), std::str::from_utf8(unit))
+        {
+            out.batch.metadata.push(MetricMetadata {
+                metric_family: family.to_owned(),
+                kind: MetricType::from_proto(kind),
+                help: truncate(help, cfg.max_metadata_length).to_owned(),
+                unit: truncate(unit, cfg.max_metadata_length).to_owned(),
+            });
         }
         if raw.samples.is_empty() {
             continue;

@@ -325,7 +325,7 @@ pub fn decode_v2(buf: &[u8]) -> Result<RawRequest<'_>, WireError> {
                 _ => r.skip(wire)?,
             }
         }
-        if refs.len() % 2 != 0 {
+        if !refs.len().is_multiple_of(2) {
             return err(format!("timeseries {i} has an odd number of label references"));
         }
         s.labels.reserve(refs.len() / 2);

@@ -243,10 +243,10 @@ impl Head {
             }
         } else {
             for s in self.matching_sets(sets, start, end) {
-                if let Some(v) = s.labels.get(name) {
-                    if !values.contains(v) {
-                        values.insert(v.to_owned());
-                    }
+                if let Some(v) = s.labels.get(name)
+                    && !values.contains(v)
+                {
+                    values.insert(v.to_owned());
                 }
             }
         }

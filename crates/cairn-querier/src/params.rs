@@ -20,14 +20,14 @@ impl Params {
 
 /// Float seconds (`1435781451.781`) or RFC 3339, into milliseconds.
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
-        if f.is_finite() {
-            let secs = f.trunc();
-            let frac = ((f - secs) * 1000.0).round();
-            let ms = secs * 1000.0 + frac;
-            if ms >= MIN_TIME_MS as f64 && ms <= MAX_TIME_MS as f64 {
-                return Ok(ms as i64);
-            }
+    if let Ok(f) = s.parse::<f64>()
+        && f.is_finite()
+    {
+        let secs = f.trunc();
+        let frac = ((f - secs) * 1000.0).round();
+        let ms = secs * 1000.0 + frac;
+        if ms >= MIN_TIME_MS as f64 && ms <= MAX_TIME_MS as f64 {
+            return Ok(ms as i64);
         }
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {

@@ -58,14 +58,13 @@ impl ProcessMetrics {
     }
 
     fn refresh(&self) {
-        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-            if let Some(kb) = status
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+            && let Some(kb) = status
                 .lines()
                 .find_map(|l| l.strip_prefix("VmRSS:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-            {
-                self.rss.set(kb * 1024);
-            }
+        {
+            self.rss.set(kb * 1024);
         }
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
             // Fields after the command name: utime is 14th, stime 15th overall.

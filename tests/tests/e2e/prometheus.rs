@@ -62,11 +62,11 @@ async fn prometheus_and_cairn_agree() {
     // Wait for the first sample to reach Cairn, then let ~35s accumulate.
     let mut started = None;
     for _ in 0..600 {
-        if let Ok(v) = query(&c, &cairn.url(""), "up", now_ms(), None).await {
-            if !vector(&v).is_empty() {
-                started = Some(now_ms());
-                break;
-            }
+        if let Ok(v) = query(&c, &cairn.url(""), "up", now_ms(), None).await
+            && !vector(&v).is_empty()
+        {
+            started = Some(now_ms());
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -9,7 +9,9 @@ fn label() -> impl Strategy<Value = (String, String)> {
     ("[a-zA-Z_][a-zA-Z0-9_]{0,12}", "\\PC{0,20}")
 }
 
-fn series() -> impl Strategy<Value = (Vec<(String, String)>, Vec<(i64, f64)>)> {
+type SeriesInput = (Vec<(String, String)>, Vec<(i64, f64)>);
+
+fn series() -> impl Strategy<Value = SeriesInput> {
     (proptest::collection::vec(label(), 0..8), proptest::collection::vec((any::<i64>(), any::<f64>()), 0..5))
 }
 

@@ -92,10 +92,10 @@ impl SeriesData {
 
     /// The stored value at exactly `t`, searching chunks that may hold it.
     fn stored_value_at(&self, t: i64) -> Option<f64> {
-        if let Some(ooo) = &self.ooo {
-            if let Ok(i) = ooo.binary_search_by_key(&t, |s| s.t) {
-                return Some(ooo[i].v);
-            }
+        if let Some(ooo) = &self.ooo
+            && let Ok(i) = ooo.binary_search_by_key(&t, |s| s.t)
+        {
+            return Some(ooo[i].v);
         }
         let in_head = self.head.as_ref().filter(|h| h.min_t <= t).map(|h| h.app.bytes());
         let bytes = match in_head {
@@ -112,14 +112,13 @@ impl SeriesData {
     /// is full. Returns true when a chunk was closed.
     pub fn append(&mut self, t: i64, v: f64) -> bool {
         let mut closed = false;
-        if let Some(h) = &self.head {
-            if h.app.num_samples() >= TARGET_SAMPLES_PER_CHUNK || h.app.len_bytes() >= MAX_BYTES_PER_CHUNK {
-                if let Some(h) = self.head.take() {
-                    let max_t = h.app.last_t();
-                    self.closed.push(ClosedChunk { min_t: h.min_t, max_t, data: Bytes::from(h.app.finish()) });
-                    closed = true;
-                }
-            }
+        if let Some(h) = &self.head
+            && (h.app.num_samples() >= TARGET_SAMPLES_PER_CHUNK || h.app.len_bytes() >= MAX_BYTES_PER_CHUNK)
+            && let Some(h) = self.head.take()
+        {
+            let max_t = h.app.last_t();
+            self.closed.push(ClosedChunk { min_t: h.min_t, max_t, data: Bytes::from(h.app.finish()) });
+            closed = true;
         }
         let head = self.head.get_or_insert_with(|| HeadChunk { min_t: t, app: XorAppender::new() });
         head.app.append(t, v);
@@ -163,10 +162,11 @@ impl SeriesData {
     pub fn snapshot(&self, start: i64, end: i64) -> SeriesSnapshot {
         let mut chunks: Vec<Bytes> =
             self.closed.iter().filter(|c| c.min_t <= end && c.max_t >= start).map(|c| c.data.clone()).collect();
-        if let Some(h) = &self.head {
-            if h.min_t <= end && h.app.last_t() >= start {
-                chunks.push(Bytes::copy_from_slice(h.app.bytes()));
-            }
+        if let Some(h) = &self.head
+            && h.min_t <= end
+            && h.app.last_t() >= start
+        {
+            chunks.push(Bytes::copy_from_slice(h.app.bytes()));
         }
         let ooo = self
             .ooo

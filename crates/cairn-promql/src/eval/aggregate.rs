@@ -21,12 +21,12 @@ fn group_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
         None => Labels::default(),
         Some(LabelModifier::Include(by)) => {
             let mut l = labels.clone();
-            l.retain(|x| by.labels.iter().any(|n| *n == x.name));
+            l.retain(|x| by.labels.contains(&x.name));
             l
         }
         Some(LabelModifier::Exclude(without)) => {
             let mut l = labels.clone();
-            l.retain(|x| x.name != METRIC_NAME && !without.labels.iter().any(|n| *n == x.name));
+            l.retain(|x| x.name != METRIC_NAME && !without.labels.contains(&x.name));
             l
         }
     }
@@ -383,7 +383,7 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 
 /// The quantile of classic buckets `(upper bound, cumulative count)`, and
 /// whether the counts had to be forced monotonic.
-fn bucket_quantile(q: f64, b: &mut Vec<(f64, f64)>) -> (f64, bool) {
+fn bucket_quantile(q: f64, b: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
     }

@@ -111,10 +111,8 @@ fn vector_scalar(op: u16, v: Vec<StepSeries>, s: &[f64], swap: bool, return_bool
 fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
     let mut l = labels.clone();
     match matching {
-        Some(LabelModifier::Include(on)) => l.retain(|x| on.labels.iter().any(|n| *n == x.name)),
-        Some(LabelModifier::Exclude(ign)) => {
-            l.retain(|x| x.name != METRIC_NAME && !ign.labels.iter().any(|n| *n == x.name))
-        }
+        Some(LabelModifier::Include(on)) => l.retain(|x| on.labels.contains(&x.name)),
+        Some(LabelModifier::Exclude(ign)) => l.retain(|x| x.name != METRIC_NAME && !ign.labels.contains(&x.name)),
         None => l.remove(METRIC_NAME),
     }
     l
@@ -228,8 +226,8 @@ fn result_labels(
     }
     if one_to_one {
         match &m.matching {
-            Some(LabelModifier::Include(on)) => l.retain(|x| on.labels.iter().any(|n| *n == x.name)),
-            Some(LabelModifier::Exclude(ign)) => l.retain(|x| !ign.labels.iter().any(|n| *n == x.name)),
+            Some(LabelModifier::Include(on)) => l.retain(|x| on.labels.contains(&x.name)),
+            Some(LabelModifier::Exclude(ign)) => l.retain(|x| !ign.labels.contains(&x.name)),
             None => {}
         }
     }

@@ -161,12 +161,10 @@ fn range_call(
     }
     let a0 = args.first().cloned().unwrap_or_else(|| vec![0.0; n]);
     let a1 = args.get(1).cloned().unwrap_or_else(|| vec![0.0; n]);
-    if name == "quantile_over_time" {
-        if let Some(q) = a0.iter().find(|q| !(0.0..=1.0).contains(*q)) {
-            ev.annotations
-                .warnings
-                .insert(format!("PromQL warning: quantile value should be between 0 and 1, got {q}"));
-        }
+    if name == "quantile_over_time"
+        && let Some(q) = a0.iter().find(|q| !(0.0..=1.0).contains(*q))
+    {
+        ev.annotations.warnings.insert(format!("PromQL warning: quantile value should be between 0 and 1, got {q}"));
     }
     if name == "double_exponential_smoothing" || name == "holt_winters" {
         for (label, v) in [("smoothing", &a0), ("trend", &a1)] {

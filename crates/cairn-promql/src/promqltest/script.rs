@@ -414,11 +414,11 @@ fn parse_eval(ln: usize, line: &str, word: &str, block: &[(usize, &str)]) -> Res
             continue;
         }
         // A bare number is a scalar result.
-        if !bl.contains(['{', ' ']) {
-            if let Some(v) = parse_float(bl) {
-                cmd.expected = Expected::Scalar(v);
-                continue;
-            }
+        if !bl.contains(['{', ' '])
+            && let Some(v) = parse_float(bl)
+        {
+            cmd.expected = Expected::Scalar(v);
+            continue;
         }
         let (labels, vals, hist) = parse_series_line(bl, bn)?;
         if hist {
