@@ -114,25 +114,25 @@ impl Labels {
     /// which some PromQL functions (`limit_ratio`) expose in their results.
     pub fn prometheus_hash(&self) -> u64 {
         let mut h = xxhash_rust::xxh64::Xxh64::new(0);
-        for l in &self.0 {
-            h.update(l.name.as_bytes());
-            h.update(&[0xff]);
-            h.update(l.value.as_bytes());
-            h.update(&[0xff]);
-        }
+        self.feed(|b| h.update(b));
         h.digest()
     }
 
-    /// A stable 64-bit hash of the whole set.
+    /// A stable 64-bit hash of the whole set (XXH3, for lookups).
     pub fn hash64(&self) -> u64 {
         let mut h = Xxh3::new();
-        for l in &self.0 {
-            h.update(l.name.as_bytes());
-            h.update(&[0xff]);
-            h.update(l.value.as_bytes());
-            h.update(&[0xff]);
-        }
+        self.feed(|b| h.update(b));
         h.digest()
+    }
+
+    /// The bytes both hashes read: `name 0xff value 0xff ...`.
+    fn feed(&self, mut update: impl FnMut(&[u8])) {
+        for l in &self.0 {
+            update(l.name.as_bytes());
+            update(&[0xff]);
+            update(l.value.as_bytes());
+            update(&[0xff]);
+        }
     }
 }
 

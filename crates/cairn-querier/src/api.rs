@@ -265,6 +265,46 @@ fn lr(lq: &LabelsQuery) -> LabelsRequest<'_> {
     }
 }
 
+/// The three label lookups share parsing, limits and encoding.
+enum Lookup {
+    Series,
+    Names,
+    Values(String),
+}
+
+async fn lookup(q: &Querier, req: Result<Req, Response>, what: Lookup) -> Response {
+    let run = async {
+        let req = req?;
+        match &what {
+            Lookup::Series if req.params.all("match[]").is_empty() => {
+                return Err(bad_data("no match[] parameter provided"));
+            }
+            Lookup::Values(name) if name.is_empty() => return Err(bad_data(format!("invalid label name: {name:?}"))),
+            _ => {}
+        }
+        let lq = labels_query(&req.params)?;
+        let r = lr(&lq);
+        let store = &q.inner.store;
+        let body = match &what {
+            Lookup::Series => {
+                let (v, w) = limited(store.series(&req.tenant, &r).await.map_err(service_error)?, lq.limit);
+                json::success(&json::labels_array(&v), &w)
+            }
+            Lookup::Names => {
+                let (v, w) = limited(store.label_names(&req.tenant, &r).await.map_err(service_error)?, lq.limit);
+                json::success(&json::string_array(&v), &w)
+            }
+            Lookup::Values(name) => {
+                let v = store.label_values(&req.tenant, name, &r).await.map_err(service_error)?;
+                let (v, w) = limited(v, lq.limit);
+                json::success(&json::string_array(&v), &w)
+            }
+        };
+        Ok(json_response(StatusCode::OK, body))
+    };
+    run.await.unwrap_or_else(|e| e)
+}
+
 async fn series(
     State(q): State<Querier>,
     method: Method,
@@ -272,24 +312,7 @@ async fn series(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
-    let req = match request(&method, &headers, raw, &body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    if req.params.all("match[]").is_empty() {
-        return bad_data("no match[] parameter provided");
-    }
-    let lq = match labels_query(&req.params) {
-        Ok(l) => l,
-        Err(e) => return e,
-    };
-    match q.inner.store.series(&req.tenant, &lr(&lq)).await {
-        Ok(v) => {
-            let (v, w) = limited(v, lq.limit);
-            json_response(StatusCode::OK, json::success(&json::labels_array(&v), &w))
-        }
-        Err(e) => service_error(e),
-    }
+    lookup(&q, request(&method, &headers, raw, &body), Lookup::Series).await
 }
 
 async fn labels(
@@ -299,21 +322,7 @@ async fn labels(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
-    let req = match request(&method, &headers, raw, &body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let lq = match labels_query(&req.params) {
-        Ok(l) => l,
-        Err(e) => return e,
-    };
-    match q.inner.store.label_names(&req.tenant, &lr(&lq)).await {
-        Ok(v) => {
-            let (v, w) = limited(v, lq.limit);
-            json_response(StatusCode::OK, json::success(&json::string_array(&v), &w))
-        }
-        Err(e) => service_error(e),
-    }
+    lookup(&q, request(&method, &headers, raw, &body), Lookup::Names).await
 }
 
 async fn label_values(
@@ -323,24 +332,7 @@ async fn label_values(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let req = match request(&method, &headers, raw, &Bytes::new()) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    if name.is_empty() {
-        return bad_data(format!("invalid label name: {name:?}"));
-    }
-    let lq = match labels_query(&req.params) {
-        Ok(l) => l,
-        Err(e) => return e,
-    };
-    match q.inner.store.label_values(&req.tenant, &name, &lr(&lq)).await {
-        Ok(v) => {
-            let (v, w) = limited(v, lq.limit);
-            json_response(StatusCode::OK, json::success(&json::string_array(&v), &w))
-        }
-        Err(e) => service_error(e),
-    }
+    lookup(&q, request(&method, &headers, raw, &Bytes::new()), Lookup::Values(name)).await
 }
 
 async fn metadata(State(q): State<Querier>, method: Method, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
