@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=100 rounds=20 concurrency=4 memory_targets=834 out="" systems="cairn prometheus victoriametrics"
+targets=100 rounds=60 concurrency=4 memory_targets=834 out="" systems="cairn prometheus victoriametrics"
 while [ $# -gt 0 ]; do
   case "$1" in
     --targets) targets=$2; shift 2 ;;

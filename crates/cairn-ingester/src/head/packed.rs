@@ -41,8 +41,9 @@ impl PackedLabels {
         self.0.len()
     }
 
-    /// Pairs in order; `None` marks malformed bytes (never produced by `new`).
-    pub fn pairs(&self) -> impl Iterator<Item = Option<(&str, &str)>> {
+    /// Pairs as raw bytes in order; `None` marks malformed bytes (never
+    /// produced by `new`).
+    pub fn raw_pairs(&self) -> impl Iterator<Item = Option<(&[u8], &[u8])>> {
         let mut rest: &[u8] = &self.0;
         std::iter::from_fn(move || {
             if rest.is_empty() {
@@ -56,6 +57,14 @@ impl PackedLabels {
         })
     }
 
+    /// Pairs in order; `None` marks malformed bytes or invalid UTF-8.
+    pub fn pairs(&self) -> impl Iterator<Item = Option<(&str, &str)>> {
+        self.raw_pairs().map(|p| {
+            let (n, v) = p?;
+            Some((std::str::from_utf8(n).ok()?, std::str::from_utf8(v).ok()?))
+        })
+    }
+
     pub fn to_labels(&self) -> Labels {
         Labels::from_sorted(self.pairs().map_while(|p| p).map(|(n, v)| Label::new(n, v)).collect())
     }
@@ -64,11 +73,12 @@ impl PackedLabels {
         self.pairs().map_while(|p| p).find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
+    /// Compares bytes only: the hot path of every append.
     pub fn equals(&self, labels: &Labels) -> bool {
-        let mut it = self.pairs();
+        let mut it = self.raw_pairs();
         for l in labels {
             match it.next() {
-                Some(Some((n, v))) if n == l.name && v == l.value => {}
+                Some(Some((n, v))) if n == l.name.as_bytes() && v == l.value.as_bytes() => {}
                 _ => return false,
             }
         }
@@ -86,7 +96,7 @@ fn put(buf: &mut Vec<u8>, s: &[u8]) {
     buf.extend_from_slice(s);
 }
 
-fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     let mut n = 0usize;
     let mut shift = 0;
     loop {
@@ -106,7 +116,7 @@ fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
     }
     let (s, tail) = rest.split_at(n);
     *rest = tail;
-    std::str::from_utf8(s).ok()
+    Some(s)
 }
 
 #[cfg(test)]
