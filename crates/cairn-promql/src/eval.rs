@@ -14,7 +14,7 @@ use promql_parser::parser::{Expr, SubqueryExpr, VectorSelector};
 
 use crate::error::{EvalError, Result, exec};
 use crate::plan::{Fetched, Timing, at_ms, key, offset_ms, subquery_grid};
-use crate::value::{Grid, Points, RangeVector, StepSeries, Value};
+use crate::value::{Grid, Points, RangeSeries, RangeVector, StepSeries, Value};
 
 /// Warnings and informational notes attached to a result, as Prometheus's
 /// annotations (`PromQL warning: ...`, `PromQL info: ...`).
@@ -36,6 +36,23 @@ pub struct Evaluator<'a> {
 impl<'a> Evaluator<'a> {
     pub fn new(timing: Timing, fetched: &'a Fetched, deadline: Option<Instant>, max_samples: usize) -> Self {
         Self { timing, fetched, annotations: Annotations::default(), deadline, max_samples }
+    }
+
+    /// Drops a series' metric name now, or marks it to be dropped at the end
+    /// with delayed name removal.
+    pub(crate) fn drop_name(&self, s: &mut StepSeries) {
+        if self.timing.delayed_name_removal {
+            s.drop_name = true;
+        } else {
+            s.labels.remove(METRIC_NAME);
+        }
+    }
+
+    /// After names were dropped: series that now share labels merge (they
+    /// must not both have a value at one step). With delayed name removal
+    /// nothing was removed yet, so nothing can collide.
+    pub(crate) fn settle_names(&self, v: Vec<StepSeries>) -> Result<Vec<StepSeries>> {
+        if self.timing.delayed_name_removal { Ok(v) } else { merge_same_labels(v) }
     }
 
     fn check_deadline(&self) -> Result<()> {
@@ -71,11 +88,10 @@ impl<'a> Evaluator<'a> {
                 }
                 Value::Vector(mut v) => {
                     for s in &mut v {
-                        s.labels.remove(METRIC_NAME);
+                        self.drop_name(s);
                         s.points.map_in_place(|x| -x);
                     }
-                    check_duplicates(&v)?;
-                    Value::Vector(v)
+                    Value::Vector(self.settle_names(v)?)
                 }
                 other => return exec(format!("unary minus is not defined on a {}", other.type_name())),
             },
@@ -153,7 +169,7 @@ impl<'a> Evaluator<'a> {
                 }
             }
             if !points.is_empty() {
-                out.push(StepSeries { labels: s.labels.clone(), points });
+                out.push(StepSeries::new(s.labels.clone(), points));
             }
         }
         out
@@ -165,9 +181,10 @@ impl<'a> Evaluator<'a> {
         let series = self
             .fetched(vs)
             .iter()
-            .map(|s| Series {
+            .map(|s| RangeSeries {
                 labels: s.labels.clone(),
                 samples: s.samples.iter().filter(|x| !is_stale_nan(x.v)).copied().collect(),
+                drop_name: false,
             })
             .filter(|s| !s.samples.is_empty())
             .collect();
@@ -183,9 +200,10 @@ impl<'a> Evaluator<'a> {
         let v = self.eval_vector(&sq.expr, &inner)?;
         let series = v
             .into_iter()
-            .map(|s| Series {
+            .map(|s| RangeSeries {
                 samples: s.points.iter().map(|(i, v)| cairn_common::Sample::new(inner.t(i), v)).collect(),
                 labels: s.labels,
+                drop_name: s.drop_name,
             })
             .collect();
         let times = match at {
@@ -194,23 +212,6 @@ impl<'a> Evaluator<'a> {
         };
         Ok(RangeVector { series, range, times })
     }
-}
-
-/// Fails when two series of a vector have the same labels and a value at
-/// the same step, as Prometheus does after dropping metric names.
-pub(crate) fn check_duplicates(v: &[StepSeries]) -> Result<()> {
-    if v.len() < 2 {
-        return Ok(());
-    }
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|a, b| v[*a].labels.cmp(&v[*b].labels));
-    for w in idx.windows(2) {
-        let (a, b) = (&v[w[0]], &v[w[1]]);
-        if a.labels == b.labels && a.points.overlaps(&b.points) {
-            return exec("vector cannot contain metrics with the same labelset");
-        }
-    }
-    Ok(())
 }
 
 /// Merges series with equal labels whose steps do not overlap (the result

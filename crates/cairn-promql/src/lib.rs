@@ -45,6 +45,10 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Time a query may run (0 = no limit).
     pub timeout: Duration,
+    /// Keep `__name__` through evaluation and drop it from the result only
+    /// (Prometheus's `promql-delayed-name-removal` feature; off by default
+    /// there too).
+    pub delayed_name_removal: bool,
 }
 
 impl Default for EngineOptions {
@@ -54,6 +58,7 @@ impl Default for EngineOptions {
             default_subquery_step_ms: 60_000,
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
+            delayed_name_removal: false,
         }
     }
 }
@@ -157,8 +162,10 @@ impl Engine {
         let timing = Timing {
             query_start: grid.start,
             query_end: grid.end,
+            query_step: grid.step,
             lookback: self.opts.lookback_delta_ms,
             default_step: self.opts.default_subquery_step_ms,
+            delayed_name_removal: self.opts.delayed_name_removal,
         };
         let fetch = plan::fetch(&expr, grid, &timing, store, tenant, self.opts.max_samples);
         let fetched = match deadline {
@@ -183,8 +190,39 @@ impl Engine {
     }
 }
 
-fn to_result(v: Value, g: &Grid, is_range: bool) -> Result<QueryValue> {
+/// Drops the names marked for dropping (delayed name removal); series that
+/// then share labels merge, and fail if they share a step.
+fn drop_marked_names(v: Value) -> Result<Value> {
     Ok(match v {
+        Value::Vector(mut v) if v.iter().any(|s| s.drop_name) => {
+            for s in &mut v {
+                if s.drop_name {
+                    s.labels.remove(cairn_common::METRIC_NAME);
+                    s.drop_name = false;
+                }
+            }
+            Value::Vector(eval::merge_same_labels(v)?)
+        }
+        Value::Matrix(mut rv) if rv.series.iter().any(|s| s.drop_name) => {
+            for s in &mut rv.series {
+                if s.drop_name {
+                    s.labels.remove(cairn_common::METRIC_NAME);
+                    s.drop_name = false;
+                }
+            }
+            let mut labels: Vec<&Labels> = rv.series.iter().map(|s| &s.labels).collect();
+            labels.sort();
+            if labels.windows(2).any(|w| w[0] == w[1]) {
+                return Err(EvalError::Execution("vector cannot contain metrics with the same labelset".into()));
+            }
+            Value::Matrix(rv)
+        }
+        other => other,
+    })
+}
+
+fn to_result(v: Value, g: &Grid, is_range: bool) -> Result<QueryValue> {
+    Ok(match drop_marked_names(v)? {
         Value::String(s) => QueryValue::String { t: g.start, s },
         Value::Scalar(vals) if !is_range => QueryValue::Scalar { t: g.start, v: vals[0] },
         Value::Scalar(vals) => QueryValue::Matrix(vec![Series {

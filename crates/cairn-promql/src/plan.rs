@@ -31,8 +31,13 @@ pub type Fetched = HashMap<SelectorKey, Arc<Vec<Series>>>;
 pub struct Timing {
     pub query_start: i64,
     pub query_end: i64,
+    /// The query's step (0 for an instant query), for `step()`.
+    pub query_step: i64,
     pub lookback: i64,
     pub default_step: i64,
+    /// Drop metric names at the end of evaluation instead of as soon as a
+    /// function or operator applies (Prometheus's delayed name removal).
+    pub delayed_name_removal: bool,
 }
 
 /// A selector and the inclusive time span it reads.

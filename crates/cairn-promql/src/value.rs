@@ -6,7 +6,6 @@
 //! work series by series over whole columns instead of building a map per
 //! step.
 
-use cairn_common::storage::Series;
 use cairn_common::{Labels, Sample};
 
 /// The evaluation time grid: `start, start+step, ..., end`.
@@ -121,13 +120,31 @@ impl Points {
 pub struct StepSeries {
     pub labels: Labels,
     pub points: Points,
+    /// With delayed name removal: `__name__` is still in `labels` but goes
+    /// when the query's result is produced.
+    pub drop_name: bool,
+}
+
+impl StepSeries {
+    pub fn new(labels: Labels, points: Points) -> Self {
+        Self { labels, points, drop_name: false }
+    }
+}
+
+/// A series of a range vector: its samples, and whether its name is to be
+/// dropped (see [`StepSeries::drop_name`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RangeSeries {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    pub drop_name: bool,
 }
 
 /// A range vector: per series, the samples inside each step's window are
 /// looked up by the consumer. `times[i]` is where step i's window ends.
 #[derive(Clone, Debug)]
 pub struct RangeVector {
-    pub series: Vec<Series>,
+    pub series: Vec<RangeSeries>,
     /// Window length in milliseconds; windows are left-open: `(end - range, end]`.
     pub range: i64,
     pub times: Vec<i64>,
@@ -191,9 +208,45 @@ pub fn format_value(x: f64) -> String {
     }
 }
 
+/// A float as Go's `%g` writes it, as Prometheus's messages do: shortest
+/// digits, exponent form when the exponent is below -4 or at least 6
+/// (`1e+06`, `1.5e-05`), `NaN`, `+Inf`, `-Inf`.
+pub fn go_g(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    let e = format!("{x:e}");
+    let (mant, exp) = e.split_once('e').unwrap_or((e.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mant}e{sign}{:02}", exp.abs())
+    } else {
+        x.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_g_like_go() {
+        assert_eq!(go_g(1.5), "1.5");
+        assert_eq!(go_g(-0.1), "-0.1");
+        assert_eq!(go_g(1e6), "1e+06");
+        assert_eq!(go_g(123456.0), "123456");
+        assert_eq!(go_g(1234567.0), "1.234567e+06");
+        assert_eq!(go_g(0.0001), "0.0001");
+        assert_eq!(go_g(0.00001), "1e-05");
+        assert_eq!(go_g(f64::NAN), "NaN");
+    }
 
     #[test]
     fn values_format_like_go() {

@@ -13,7 +13,7 @@ use super::Evaluator;
 use super::range_functions::quantile;
 use crate::error::{EvalError, Result, exec};
 use crate::kahan::{KahanSum, Mean, Variance};
-use crate::value::{Grid, Points, StepSeries, Value, format_value};
+use crate::value::{Grid, Points, StepSeries, Value, format_value, go_g};
 
 /// The labels of the group a series belongs to.
 fn group_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
@@ -91,17 +91,19 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, g: &Grid) -> Result<Value
                     vals[gi][i].push(x);
                 }
             }
+            let flags = group_flags(&v, &of, groups.len());
             groups
                 .into_iter()
                 .zip(vals)
-                .filter_map(|(labels, mut steps)| {
+                .zip(flags)
+                .filter_map(|((labels, mut steps), drop_name)| {
                     let mut points = Points::new(n);
                     for (i, xs) in steps.iter_mut().enumerate() {
                         if !xs.is_empty() {
                             points.set(i, quantile(q[i], xs));
                         }
                     }
-                    (!points.is_empty()).then_some(StepSeries { labels, points })
+                    (!points.is_empty()).then_some(StepSeries { labels, points, drop_name })
                 })
                 .collect()
         }
@@ -163,6 +165,7 @@ fn simple(op: u16, v: &[StepSeries], modifier: &Option<LabelModifier>, n: usize)
             };
         }
     }
+    let flags = group_flags(v, &of, groups.len());
     let mut out = Vec::with_capacity(groups.len());
     for (gi, labels) in groups.into_iter().enumerate() {
         let mut points = Points::new(n);
@@ -178,10 +181,20 @@ fn simple(op: u16, v: &[StepSeries], modifier: &Option<LabelModifier>, n: usize)
             points.set(i, val);
         }
         if !points.is_empty() {
-            out.push(StepSeries { labels, points });
+            out.push(StepSeries { labels, points, drop_name: flags[gi] });
         }
     }
     Ok(out)
+}
+
+/// Whether each group's output name is to be dropped: when any of its
+/// inputs' is (delayed name removal).
+fn group_flags(v: &[StepSeries], of: &[usize], groups: usize) -> Vec<bool> {
+    let mut flags = vec![false; groups];
+    for (s, &gi) in v.iter().zip(of) {
+        flags[gi] |= s.drop_name;
+    }
+    flags
 }
 
 /// `topk`, `bottomk`, `limitk` and `limit_ratio`: the chosen input series,
@@ -195,13 +208,20 @@ fn select_k(
     n: usize,
 ) -> Result<Vec<StepSeries>> {
     if op != T_LIMIT_RATIO {
-        if let Some(bad) = k.iter().find(|x| x.is_nan() || x.abs() > 9.2e18) {
-            return exec(format!("Scalar value {bad} overflows int64"));
+        if k.iter().any(|x| x.is_nan()) {
+            return exec("Parameter value is NaN");
         }
+        if let Some(bad) = k.iter().find(|x| **x >= 9.223_372_036_854_775_807e18 || **x < -9.223_372_036_854_775_808e18)
+        {
+            return exec(format!("Scalar value {} overflows int64", go_g(*bad)));
+        }
+    } else if k.iter().any(|x| x.is_nan()) {
+        return exec("Ratio value is NaN");
     } else if let Some(bad) = k.iter().find(|x| !(-1.0..=1.0).contains(*x)) {
         ev.annotations.warnings.insert(format!(
-            "PromQL warning: ratio value should be between -1 and 1, got {bad}, capping to {}",
-            bad.clamp(-1.0, 1.0)
+            "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
+            go_g(*bad),
+            go_g(bad.clamp(-1.0, 1.0))
         ));
     }
     let (groups, of) = grouping(&v, modifier);
@@ -268,7 +288,7 @@ fn select_k(
     let mut series: Vec<Option<StepSeries>> = v
         .into_iter()
         .zip(keep)
-        .map(|(s, p)| (!p.is_empty()).then_some(StepSeries { labels: s.labels, points: p }))
+        .map(|(s, p)| (!p.is_empty()).then_some(StepSeries { labels: s.labels, points: p, drop_name: s.drop_name }))
         .collect();
     if n == 1 {
         return Ok(order.into_iter().filter_map(|si| series[si].take()).collect());
@@ -288,7 +308,7 @@ fn count_values(label: &str, v: &[StepSeries], modifier: &Option<LabelModifier>,
             let mut labels = base.clone();
             labels.set(label, &format_value(x));
             let oi = *index.entry(labels.clone()).or_insert_with(|| {
-                out.push(StepSeries { labels, points: Points::new(n) });
+                out.push(StepSeries::new(labels, Points::new(n)));
                 out.len() - 1
             });
             let cur = out[oi].points.get(i).unwrap_or(0.0);
@@ -300,22 +320,62 @@ fn count_values(label: &str, v: &[StepSeries], modifier: &Option<LabelModifier>,
 
 /// `histogram_quantile(φ, buckets)` over classic `le` buckets.
 pub fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
-    let n = g.len();
     let args = &c.args.args;
     if args.len() != 2 {
         return Err(EvalError::BadData("histogram_quantile() takes two arguments".into()));
     }
     let q = ev.eval_scalar(&args[0], g)?;
-    if let Some(bad) = q.iter().find(|x| !(0.0..=1.0).contains(*x)) {
-        ev.annotations.warnings.insert(format!("PromQL warning: quantile value should be between 0 and 1, got {bad}"));
-    }
+    warn_quantiles(ev, &q);
     let v = ev.eval_vector(&args[1], g)?;
-    let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+    Ok(bucket_quantiles(ev, &q, &v, g.len()))
+}
+
+/// `histogram_quantiles(buckets, "label", φ1, φ2, ...)`: one result series
+/// per quantile, told apart by `label`.
+pub fn histogram_quantiles(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
+    let args = &c.args.args;
+    if args.len() < 3 {
+        return Err(EvalError::BadData("histogram_quantiles() takes a vector, a label name and quantiles".into()));
+    }
+    let v = ev.eval_vector(&args[0], g)?;
+    let label = match ev.eval(&args[1], g)? {
+        Value::String(s) => s,
+        other => return exec(format!("expected a label name, got {}", other.type_name())),
+    };
+    let mut out = Vec::new();
+    for a in &args[2..] {
+        let q = ev.eval_scalar(a, g)?;
+        warn_quantiles(ev, &q);
+        let name = quantile_label(q.first().copied().unwrap_or(f64::NAN));
+        for mut s in bucket_quantiles(ev, &q, &v, g.len()) {
+            s.labels.set(&label, &name);
+            out.push(s);
+        }
+    }
+    super::merge_same_labels(out)
+}
+
+/// A quantile as a label value: shortest form, always with a decimal point.
+fn quantile_label(q: f64) -> String {
+    let s = format_value(q);
+    if s.contains(['.', 'e', 'N', 'I']) { s } else { format!("{s}.0") }
+}
+
+fn warn_quantiles(ev: &mut Evaluator<'_>, q: &[f64]) {
+    if let Some(bad) = q.iter().find(|x| !(0.0..=1.0).contains(*x)) {
+        ev.annotations
+            .warnings
+            .insert(format!("PromQL warning: quantile value should be between 0 and 1, got {}", go_g(*bad)));
+    }
+}
+
+/// The per-step quantiles `q` of each group of classic buckets in `v`.
+fn bucket_quantiles(ev: &mut Evaluator<'_>, q: &[f64], v: &[StepSeries], n: usize) -> Vec<StepSeries> {
+    // Per group: output labels, the bucket series' metric name, buckets.
+    let mut groups: Vec<(Labels, String, Vec<(f64, usize)>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for (si, s) in v.iter().enumerate() {
-        let Some(le) = s.labels.get("le") else {
-            continue;
-        };
+        let le = s.labels.get("le").unwrap_or("");
         let Some(upper) = parse_le(le) else {
             ev.annotations.warnings.insert(format!(
                 "PromQL warning: bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {:?}",
@@ -325,15 +385,17 @@ pub fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<
         };
         let mut gl = s.labels.clone();
         gl.remove("le");
-        gl.remove(METRIC_NAME);
+        if !ev.timing.delayed_name_removal {
+            gl.remove(METRIC_NAME);
+        }
         let gi = *index.entry(gl.clone()).or_insert_with(|| {
-            groups.push((gl, Vec::new()));
+            groups.push((gl, s.labels.metric_name().unwrap_or("").to_owned(), Vec::new()));
             groups.len() - 1
         });
-        groups[gi].1.push((upper, si));
+        groups[gi].2.push((upper, si));
     }
     let mut out = Vec::new();
-    for (labels, buckets) in groups {
+    for (labels, metric, buckets) in groups {
         let mut points = Points::new(n);
         let mut forced = false;
         for i in 0..n {
@@ -348,15 +410,14 @@ pub fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<
         }
         if forced {
             ev.annotations.infos.insert(format!(
-                "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
-                labels.metric_name().unwrap_or("")
+                "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {metric:?}"
             ));
         }
         if !points.is_empty() {
-            out.push(StepSeries { labels, points });
+            out.push(StepSeries { labels, points, drop_name: ev.timing.delayed_name_removal });
         }
     }
-    Ok(out)
+    out
 }
 
 fn parse_le(s: &str) -> Option<f64> {

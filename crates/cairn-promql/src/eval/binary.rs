@@ -55,8 +55,8 @@ pub fn eval(ev: &mut Evaluator<'_>, b: &BinaryExpr, g: &Grid) -> Result<Value> {
                 })
                 .collect(),
         )),
-        (Value::Vector(v), Value::Scalar(s)) => Ok(Value::Vector(vector_scalar(op, v, &s, false, return_bool)?)),
-        (Value::Scalar(s), Value::Vector(v)) => Ok(Value::Vector(vector_scalar(op, v, &s, true, return_bool)?)),
+        (Value::Vector(v), Value::Scalar(s)) => Ok(Value::Vector(vector_scalar(ev, op, v, &s, false, return_bool)?)),
+        (Value::Scalar(s), Value::Vector(v)) => Ok(Value::Vector(vector_scalar(ev, op, v, &s, true, return_bool)?)),
         (Value::Vector(l), Value::Vector(r)) => {
             let default = BinModifier {
                 card: VectorMatchCardinality::OneToOne,
@@ -67,7 +67,7 @@ pub fn eval(ev: &mut Evaluator<'_>, b: &BinaryExpr, g: &Grid) -> Result<Value> {
             let m = b.modifier.as_ref().unwrap_or(&default);
             let out = match op {
                 T_LAND | T_LOR | T_LUNLESS => set_op(op, l, r, m),
-                _ => vector_vector(op, l, r, m, g.len())?,
+                _ => vector_vector(ev, op, l, r, m, g.len())?,
             };
             Ok(Value::Vector(out))
         }
@@ -75,7 +75,14 @@ pub fn eval(ev: &mut Evaluator<'_>, b: &BinaryExpr, g: &Grid) -> Result<Value> {
     }
 }
 
-fn vector_scalar(op: u16, v: Vec<StepSeries>, s: &[f64], swap: bool, return_bool: bool) -> Result<Vec<StepSeries>> {
+fn vector_scalar(
+    ev: &Evaluator<'_>,
+    op: u16,
+    v: Vec<StepSeries>,
+    s: &[f64],
+    swap: bool,
+    return_bool: bool,
+) -> Result<Vec<StepSeries>> {
     let comparison = is_comparison(op);
     let drop_name = !comparison || return_bool;
     let mut out = Vec::with_capacity(v.len());
@@ -99,11 +106,11 @@ fn vector_scalar(op: u16, v: Vec<StepSeries>, s: &[f64], swap: bool, return_bool
         }
         series.points = points;
         if drop_name {
-            series.labels.remove(METRIC_NAME);
+            ev.drop_name(&mut series);
         }
         out.push(series);
     }
-    if drop_name { merge_same_labels(out) } else { Ok(out) }
+    if drop_name { ev.settle_names(out) } else { Ok(out) }
 }
 
 /// The matching signature: the labels `on` keeps, or all but those
@@ -119,6 +126,7 @@ fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
 }
 
 fn vector_vector(
+    ev: &Evaluator<'_>,
     op: u16,
     mut lhs: Vec<StepSeries>,
     mut rhs: Vec<StepSeries>,
@@ -172,18 +180,14 @@ fn vector_vector(
             if !l.points.overlaps(&r.points) {
                 continue;
             }
-            let labels = result_labels(&l.labels, &r.labels, m, &include, one_to_one, drop_name);
+            let delayed = ev.timing.delayed_name_removal;
+            let labels = result_labels(&l.labels, &r.labels, m, &include, one_to_one, drop_name && !delayed);
+            let flag = delayed && (l.drop_name || drop_name);
             for (i, lv) in l.points.iter() {
                 let Some(rv) = r.points.get(i) else { continue };
                 let (a, b) = if one_to_many { (rv, lv) } else { (lv, rv) };
-                let (val, keep) = apply(op, a, b);
-                let val = if m.return_bool {
-                    if keep { 1.0 } else { 0.0 }
-                } else if keep {
-                    val
-                } else {
-                    continue;
-                };
+                // Two matches of one signature are an error even when the
+                // operator would filter them away.
                 if one_to_one {
                     let seen = matched.entry(sig.clone()).or_insert_with(|| Points::new(n));
                     if seen.has(i) {
@@ -193,10 +197,19 @@ fn vector_vector(
                     }
                     seen.set(i, 1.0);
                 }
+                let (val, keep) = apply(op, a, b);
+                let val = if m.return_bool {
+                    if keep { 1.0 } else { 0.0 }
+                } else if keep {
+                    val
+                } else {
+                    continue;
+                };
                 let oi = *out_index.entry(labels.clone()).or_insert_with(|| {
-                    out.push(StepSeries { labels: labels.clone(), points: Points::new(n) });
+                    out.push(StepSeries::new(labels.clone(), Points::new(n)));
                     out.len() - 1
                 });
+                out[oi].drop_name |= flag;
                 if out[oi].points.has(i) {
                     return exec(if one_to_one {
                         "vector cannot contain metrics with the same labelset"

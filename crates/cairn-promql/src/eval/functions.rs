@@ -41,7 +41,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
             for (i, v) in s.into_iter().enumerate() {
                 points.set(i, v);
             }
-            Value::Vector(vec![StepSeries { labels: Labels::default(), points }])
+            Value::Vector(vec![StepSeries::new(Labels::default(), points)])
         }
         "scalar" => {
             let v = ev.eval_vector(arg(c, 0)?, g)?;
@@ -63,6 +63,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
         "timestamp" => Value::Vector(timestamp(ev, c, g)?),
         "absent" => Value::Vector(absent(ev, c, g)?),
         "sort" | "sort_desc" => {
+            warn_sort_in_range_query(ev);
             let mut v = ev.eval_vector(arg(c, 0)?, g)?;
             if n == 1 {
                 sort_by_value(&mut v, name == "sort_desc");
@@ -70,6 +71,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
             Value::Vector(v)
         }
         "sort_by_label" | "sort_by_label_desc" => {
+            warn_sort_in_range_query(ev);
             let mut v = ev.eval_vector(arg(c, 0)?, g)?;
             let mut names = Vec::new();
             for a in &c.args.args[1..] {
@@ -81,6 +83,17 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
         "label_replace" => Value::Vector(label_replace(ev, c, g)?),
         "label_join" => Value::Vector(label_join(ev, c, g)?),
         "histogram_quantile" => Value::Vector(super::aggregate::histogram_quantile(ev, c, g)?),
+        "histogram_quantiles" => Value::Vector(super::aggregate::histogram_quantiles(ev, c, g)?),
+        "step" => Value::Scalar(vec![ev.timing.query_step as f64 / 1000.0; n]),
+        "range" => Value::Scalar(vec![(ev.timing.query_end - ev.timing.query_start) as f64 / 1000.0; n]),
+        "start" => Value::Scalar(vec![ev.timing.query_start as f64 / 1000.0; n]),
+        "end" => Value::Scalar(vec![ev.timing.query_end as f64 / 1000.0; n]),
+        "min_of" | "max_of" => {
+            let a = ev.eval_scalar(arg(c, 0)?, g)?;
+            let b = ev.eval_scalar(arg(c, 1)?, g)?;
+            let pick = if name == "min_of" { go_min } else { go_max };
+            Value::Scalar(a.iter().zip(&b).map(|(x, y)| pick(*x, *y)).collect())
+        }
         "round" => {
             let mut v = ev.eval_vector(arg(c, 0)?, g)?;
             let to = match c.args.args.get(1) {
@@ -92,7 +105,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
                 // Round half up, as Prometheus does: floor(x*inv + 0.5) / inv.
                 (x * inv + 0.5).floor() / inv
             });
-            Value::Vector(drop_names(v)?)
+            Value::Vector(drop_names(ev, v)?)
         }
         "clamp" | "clamp_min" | "clamp_max" => {
             let mut v = ev.eval_vector(arg(c, 0)?, g)?;
@@ -114,7 +127,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
                 _ => x.min(a[i]),
             });
             v.retain(|s| !s.points.is_empty());
-            Value::Vector(drop_names(v)?)
+            Value::Vector(drop_names(ev, v)?)
         }
         "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute" | "month" | "year" => {
             let mut v = match c.args.args.first() {
@@ -124,17 +137,17 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
                     for (i, t) in g.times().enumerate() {
                         points.set(i, t as f64 / 1000.0);
                     }
-                    vec![StepSeries { labels: Labels::default(), points }]
+                    vec![StepSeries::new(Labels::default(), points)]
                 }
             };
             map_steps(&mut v, |_, x| date_part(name, x));
-            Value::Vector(drop_names(v)?)
+            Value::Vector(drop_names(ev, v)?)
         }
         _ => match math_fn(name) {
             Some(f) => {
                 let mut v = ev.eval_vector(arg(c, 0)?, g)?;
                 map_steps(&mut v, |_, x| f(x));
-                Value::Vector(drop_names(v)?)
+                Value::Vector(drop_names(ev, v)?)
             }
             None => return exec(format!("function {name}() is not supported")),
         },
@@ -197,6 +210,36 @@ fn range_call(
     Ok(Value::Vector(out))
 }
 
+fn warn_sort_in_range_query(ev: &mut Evaluator<'_>) {
+    if ev.timing.query_step > 0 {
+        ev.annotations.warnings.insert(
+            "PromQL warning: sort is ineffective for range queries since results are always ordered by labels".into(),
+        );
+    }
+}
+
+/// Go's `math.Min`: NaN wins, and -0 is less than +0.
+fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { a } else { b }
+    } else {
+        a.min(b)
+    }
+}
+
+/// Go's `math.Max`: NaN wins, and +0 is greater than -0.
+fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if a == 0.0 && b == 0.0 {
+        if a.is_sign_positive() { a } else { b }
+    } else {
+        a.max(b)
+    }
+}
+
 fn math_fn(name: &str) -> Option<fn(f64) -> f64> {
     Some(match name {
         "abs" => f64::abs,
@@ -243,12 +286,13 @@ fn map_steps(v: &mut [StepSeries], mut f: impl FnMut(usize, f64) -> f64) {
     }
 }
 
-/// Drops `__name__` from every series; series that then collide merge.
-pub(crate) fn drop_names(mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>> {
+/// Drops `__name__` from every series (now, or at the end with delayed
+/// name removal); series that then collide merge.
+pub(crate) fn drop_names(ev: &Evaluator<'_>, mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>> {
     for s in &mut v {
-        s.labels.remove(METRIC_NAME);
+        ev.drop_name(s);
     }
-    merge_same_labels(v)
+    ev.settle_names(v)
 }
 
 fn string_arg(ev: &mut Evaluator<'_>, e: &Expr, g: &Grid) -> Result<String> {
@@ -304,14 +348,14 @@ fn timestamp(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSerie
                 }
             }
             if !points.is_empty() {
-                out.push(StepSeries { labels: s.labels.clone(), points });
+                out.push(StepSeries::new(s.labels.clone(), points));
             }
         }
-        return drop_names(out);
+        return drop_names(ev, out);
     }
     let mut v = ev.eval_vector(a, g)?;
     map_steps(&mut v, |i, _| g.t(i) as f64 / 1000.0);
-    drop_names(v)
+    drop_names(ev, v)
 }
 
 /// Labels `absent()` gives its result: the equality matchers of a plain
@@ -346,7 +390,7 @@ fn absent_steps(n: usize, inputs: &[Points], labels: Labels) -> Vec<StepSeries> 
             points.set(i, 1.0);
         }
     }
-    if points.is_empty() { Vec::new() } else { vec![StepSeries { labels, points }] }
+    if points.is_empty() { Vec::new() } else { vec![StepSeries::new(labels, points)] }
 }
 
 fn absent(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
@@ -435,6 +479,10 @@ fn label_replace(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepS
             let mut res = String::new();
             caps.expand(&repl, &mut res);
             s.labels.set(&dst, &res);
+            if dst == METRIC_NAME {
+                // A name written explicitly is kept.
+                s.drop_name = false;
+            }
         }
         out.push(s);
     }
@@ -456,6 +504,9 @@ fn label_join(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeri
     for mut s in v {
         let joined = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect::<Vec<_>>().join(&sep);
         s.labels.set(&dst, &joined);
+        if dst == METRIC_NAME {
+            s.drop_name = false;
+        }
         out.push(s);
     }
     merge_same_labels(out)

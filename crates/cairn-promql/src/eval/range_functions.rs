@@ -1,7 +1,7 @@
 //! Functions over range vectors (`rate`, `*_over_time`, ...): each step's
 //! window of samples in, at most one value out.
 
-use cairn_common::{METRIC_NAME, Sample};
+use cairn_common::Sample;
 
 use super::Evaluator;
 use crate::error::{Result, exec};
@@ -52,6 +52,8 @@ pub fn lookup(name: &str) -> Option<(WindowFn, bool)> {
         "ts_of_max_over_time" => (|s, _| ts_of(s, |cur, v| v >= cur), false),
         "ts_of_last_over_time" => (|s, _| s.last().map(|x| x.t as f64 / 1000.0), false),
         "ts_of_first_over_time" => (|s, _| s.first().map(|x| x.t as f64 / 1000.0), false),
+        // Handled by its caller (it looks at which windows are empty).
+        "absent_over_time" => (|_, _| None, false),
         "double_exponential_smoothing" | "holt_winters" => (double_exponential_smoothing, false),
         _ => return None,
     };
@@ -87,19 +89,23 @@ pub fn apply(
             }
         }
         if !points.is_empty() {
-            let mut labels = s.labels.clone();
+            let mut out_series = StepSeries::new(s.labels.clone(), points);
+            out_series.drop_name = s.drop_name;
             if !keep_name {
-                labels.remove(METRIC_NAME);
+                ev.drop_name(&mut out_series);
             }
-            out.push(StepSeries { labels, points });
+            out.push(out_series);
         }
     }
     ev.check_deadline()?;
-    // Prometheus refuses two outputs with one label set from range functions.
-    let mut seen: Vec<&StepSeries> = out.iter().collect();
-    seen.sort_by(|a, b| a.labels.cmp(&b.labels));
-    if seen.windows(2).any(|w| w[0].labels == w[1].labels) {
-        return exec("vector cannot contain metrics with the same labelset");
+    if !ev.timing.delayed_name_removal {
+        // Prometheus refuses two outputs with one label set from range
+        // functions, even when they never share a step.
+        let mut seen: Vec<&StepSeries> = out.iter().collect();
+        seen.sort_by(|a, b| a.labels.cmp(&b.labels));
+        if seen.windows(2).any(|w| w[0].labels == w[1].labels) {
+            return exec("vector cannot contain metrics with the same labelset");
+        }
     }
     Ok(out)
 }
@@ -284,6 +290,9 @@ fn variance(s: &[Sample]) -> Option<Variance> {
 }
 
 fn mad_over_time(s: &[Sample], _: &WindowCtx) -> Option<f64> {
+    if s.iter().any(|x| x.v.is_nan()) {
+        return Some(f64::NAN);
+    }
     let mut vals: Vec<f64> = s.iter().map(|x| x.v).collect();
     let median = quantile(0.5, &mut vals);
     let mut dev: Vec<f64> = s.iter().map(|x| (x.v - median).abs()).collect();
@@ -320,7 +329,8 @@ pub fn quantile(q: f64, vals: &mut [f64]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    vals.sort_by(|a, b| a.partial_cmp(b).unwrap_or_else(|| a.is_nan().cmp(&b.is_nan())));
+    // Go's order: NaN before every number.
+    vals.sort_by(|a, b| a.partial_cmp(b).unwrap_or_else(|| b.is_nan().cmp(&a.is_nan())));
     let n = vals.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0);

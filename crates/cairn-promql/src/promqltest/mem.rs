@@ -24,8 +24,16 @@ impl MemStorage {
         let mut all = self.series.write();
         let e = all.entry(s.labels).or_default();
         e.extend(s.samples);
+        // Stable sort, then keep the last write of each timestamp.
         e.sort_by_key(|x| x.t);
-        e.dedup_by_key(|x| x.t);
+        let mut kept: Vec<cairn_common::Sample> = Vec::with_capacity(e.len());
+        for x in e.drain(..) {
+            match kept.last_mut() {
+                Some(last) if last.t == x.t => *last = x,
+                _ => kept.push(x),
+            }
+        }
+        *e = kept;
     }
 
     pub fn clear(&self) {

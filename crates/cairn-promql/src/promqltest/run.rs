@@ -30,7 +30,8 @@ pub struct EngineBackend {
 
 impl Default for EngineBackend {
     fn default() -> Self {
-        let opts = EngineOptions { max_samples: 10_000, ..Default::default() };
+        // The settings Prometheus's own test engine uses.
+        let opts = EngineOptions { max_samples: 10_000, delayed_name_removal: true, ..Default::default() };
         Self {
             engine: Engine::new(opts),
             store: Arc::new(MemStorage::default()),

@@ -135,9 +135,9 @@ pub fn parse_values(s: &str) -> Option<Vec<Slot>> {
             out.extend(std::iter::repeat_n(None, n.parse().ok()?));
             continue;
         }
-        let is_hex = tok.trim_start_matches(['-', '+']).to_ascii_lowercase().starts_with("0x");
+        // In series values `0x10` is "0 eleven times", never hexadecimal.
         match tok.rfind('x') {
-            Some(xi) if !is_hex && tok[xi + 1..].bytes().all(|b| b.is_ascii_digit()) && xi + 1 < tok.len() => {
+            Some(xi) if tok[xi + 1..].bytes().all(|b| b.is_ascii_digit()) && xi + 1 < tok.len() => {
                 let times: usize = tok[xi + 1..].parse().ok()?;
                 let left = &tok[..xi];
                 // Split `a+b` / `a-b` at a sign that is not leading or an exponent's.
@@ -444,7 +444,7 @@ mod tests {
 
     #[test]
     fn values_expand() {
-        let v = parse_values("1 _ 0+10x2 5-1x2 stale _x2 1x1 0x10 -Inf 1m 1e-3+1e-3x1").expect("parses");
+        let v = parse_values("1 _ 0+10x2 5-1x2 stale _x2 1x1 0x1 -Inf 1m 1e-3+1e-3x1").expect("parses");
         let f = |s: Slot| s.map(|x| if cairn_common::is_stale_nan(x) { -999.0 } else { x });
         let got: Vec<Option<f64>> = v.into_iter().map(f).collect();
         assert_eq!(
@@ -463,7 +463,8 @@ mod tests {
                 None,
                 Some(1.0),
                 Some(1.0),
-                Some(16.0),
+                Some(0.0),
+                Some(0.0),
                 Some(f64::NEG_INFINITY),
                 Some(60.0),
                 Some(0.001),
