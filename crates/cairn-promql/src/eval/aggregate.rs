@@ -211,7 +211,7 @@ fn select_k(
         if k.iter().any(|x| x.is_nan()) {
             return exec("Parameter value is NaN");
         }
-        if let Some(bad) = k.iter().find(|x| **x >= 9.223_372_036_854_775_807e18 || **x < -9.223_372_036_854_775_808e18)
+        if let Some(bad) = k.iter().find(|x| **x >= i64::MAX as f64 || **x < i64::MIN as f64)
         {
             return exec(format!("Scalar value {} overflows int64", go_g(*bad)));
         }
