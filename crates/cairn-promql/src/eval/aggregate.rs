@@ -371,8 +371,10 @@ fn warn_quantiles(ev: &mut Evaluator<'_>, q: &[f64]) {
 
 /// The per-step quantiles `q` of each group of classic buckets in `v`.
 fn bucket_quantiles(ev: &mut Evaluator<'_>, q: &[f64], v: &[StepSeries], n: usize) -> Vec<StepSeries> {
-    // Per group: output labels, the bucket series' metric name, buckets.
-    let mut groups: Vec<(Labels, String, Vec<(f64, usize)>)> = Vec::new();
+    // Per group: output labels, the bucket series' metric name, and the
+    // (upper bound, series index) of its buckets.
+    type Group = (Labels, String, Vec<(f64, usize)>);
+    let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for (si, s) in v.iter().enumerate() {
         let le = s.labels.get("le").unwrap_or("");
