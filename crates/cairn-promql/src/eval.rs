@@ -44,7 +44,7 @@ impl<'a> Evaluator<'a> {
         if self.timing.delayed_name_removal {
             s.drop_name = true;
         } else {
-            s.labels.remove(METRIC_NAME);
+            remove_name(&mut s.labels);
         }
     }
 
@@ -211,6 +211,21 @@ impl<'a> Evaluator<'a> {
             None => g.times().map(|t| t - off).collect(),
         };
         Ok(RangeVector { series, range, times })
+    }
+}
+
+/// The labels that go with the metric name when it is dropped: the name,
+/// and the type and unit Prometheus attaches beside it.
+pub(crate) const NAME_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
+
+pub(crate) fn is_name_label(n: &str) -> bool {
+    NAME_LABELS.contains(&n)
+}
+
+/// Drops the metric name (and its type and unit labels).
+pub(crate) fn remove_name(l: &mut Labels) {
+    if l.iter().any(|x| is_name_label(&x.name)) {
+        l.retain(|x| !is_name_label(&x.name));
     }
 }
 

@@ -197,7 +197,7 @@ fn drop_marked_names(v: Value) -> Result<Value> {
         Value::Vector(mut v) if v.iter().any(|s| s.drop_name) => {
             for s in &mut v {
                 if s.drop_name {
-                    s.labels.remove(cairn_common::METRIC_NAME);
+                    eval::remove_name(&mut s.labels);
                     s.drop_name = false;
                 }
             }
@@ -206,7 +206,7 @@ fn drop_marked_names(v: Value) -> Result<Value> {
         Value::Matrix(mut rv) if rv.series.iter().any(|s| s.drop_name) => {
             for s in &mut rv.series {
                 if s.drop_name {
-                    s.labels.remove(cairn_common::METRIC_NAME);
+                    eval::remove_name(&mut s.labels);
                     s.drop_name = false;
                 }
             }

@@ -88,6 +88,7 @@ const MUST_PASS: &[&str] = &[
     "aggregators.test",
     "at_modifier.test",
     "collision.test",
+    "fill-modifier.test",
     "functions.test",
     "histograms.test",
     "literals.test",
@@ -99,6 +100,7 @@ const MUST_PASS: &[&str] = &[
     "staleness.test",
     "subquery.test",
     "trig_functions.test",
+    "type_and_unit.test",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

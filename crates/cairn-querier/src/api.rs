@@ -99,6 +99,7 @@ fn engine_for(q: &Querier, p: &Params) -> Result<Engine, Response> {
         default_subquery_step_ms: cfg.default_subquery_step.as_millis() as i64,
         max_samples: cfg.max_samples,
         timeout,
+        delayed_name_removal: cfg.delayed_name_removal,
     }))
 }
 

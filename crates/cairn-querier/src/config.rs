@@ -57,6 +57,19 @@ pub struct QuerierConfig {
         default_value = "1m"
     )]
     pub default_subquery_step: PromDuration,
+
+    /// Keep `__name__` through evaluation and drop it only from results, as
+    /// Prometheus does with its `promql-delayed-name-removal` feature (and
+    /// as its own PromQL tests assume). Off by default, like Prometheus.
+    #[arg(
+        long = "query.delayed-name-removal",
+        id = "querier.delayed_name_removal",
+        env = "CAIRN_QUERY_DELAYED_NAME_REMOVAL",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub delayed_name_removal: bool,
 }
 
 impl Default for QuerierConfig {
@@ -67,6 +80,7 @@ impl Default for QuerierConfig {
             max_samples: 50_000_000,
             max_concurrency: 20,
             default_subquery_step: PromDuration::from_secs(60),
+            delayed_name_removal: false,
         }
     }
 }

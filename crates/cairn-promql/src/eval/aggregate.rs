@@ -2,15 +2,15 @@
 
 use std::collections::HashMap;
 
-use cairn_common::{Labels, METRIC_NAME};
+use cairn_common::Labels;
 use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN, T_QUANTILE, T_STDDEV,
     T_STDVAR, T_SUM, T_TOPK,
 };
 use promql_parser::parser::{AggregateExpr, Call, LabelModifier};
 
-use super::Evaluator;
 use super::range_functions::quantile;
+use super::{Evaluator, is_name_label, remove_name};
 use crate::error::{EvalError, Result, exec};
 use crate::kahan::{KahanSum, Mean, Variance};
 use crate::value::{Grid, Points, StepSeries, Value, format_value, go_g};
@@ -26,7 +26,7 @@ fn group_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
         }
         Some(LabelModifier::Exclude(without)) => {
             let mut l = labels.clone();
-            l.retain(|x| x.name != METRIC_NAME && !without.labels.contains(&x.name));
+            l.retain(|x| !is_name_label(&x.name) && !without.labels.contains(&x.name));
             l
         }
     }
@@ -211,8 +211,7 @@ fn select_k(
         if k.iter().any(|x| x.is_nan()) {
             return exec("Parameter value is NaN");
         }
-        if let Some(bad) = k.iter().find(|x| **x >= i64::MAX as f64 || **x < i64::MIN as f64)
-        {
+        if let Some(bad) = k.iter().find(|x| **x >= i64::MAX as f64 || **x < i64::MIN as f64) {
             return exec(format!("Scalar value {} overflows int64", go_g(*bad)));
         }
     } else if k.iter().any(|x| x.is_nan()) {
@@ -388,7 +387,7 @@ fn bucket_quantiles(ev: &mut Evaluator<'_>, q: &[f64], v: &[StepSeries], n: usiz
         let mut gl = s.labels.clone();
         gl.remove("le");
         if !ev.timing.delayed_name_removal {
-            gl.remove(METRIC_NAME);
+            remove_name(&mut gl);
         }
         let gi = *index.entry(gl.clone()).or_insert_with(|| {
             groups.push((gl, s.labels.metric_name().unwrap_or("").to_owned(), Vec::new()));

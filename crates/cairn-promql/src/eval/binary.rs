@@ -10,7 +10,7 @@ use promql_parser::parser::token::{
 };
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 
-use super::{Evaluator, merge_same_labels};
+use super::{Evaluator, merge_same_labels, remove_name};
 use crate::error::{Result, exec};
 use crate::value::{Grid, Points, StepSeries, Value};
 
@@ -120,6 +120,7 @@ fn signature(labels: &Labels, matching: &Option<LabelModifier>) -> Labels {
     match matching {
         Some(LabelModifier::Include(on)) => l.retain(|x| on.labels.contains(&x.name)),
         Some(LabelModifier::Exclude(ign)) => l.retain(|x| x.name != METRIC_NAME && !ign.labels.contains(&x.name)),
+        // Type and unit labels still tell series apart.
         None => l.remove(METRIC_NAME),
     }
     l
@@ -133,7 +134,8 @@ fn vector_vector(
     m: &BinModifier,
     n: usize,
 ) -> Result<Vec<StepSeries>> {
-    if lhs.is_empty() || rhs.is_empty() {
+    let (fill_lhs, fill_rhs) = (m.fill_values.lhs, m.fill_values.rhs);
+    if (lhs.is_empty() || rhs.is_empty()) && fill_lhs.is_none() && fill_rhs.is_none() {
         return Ok(Vec::new());
     }
     let one_to_many = matches!(m.card, VectorMatchCardinality::OneToMany(_));
@@ -221,6 +223,67 @@ fn vector_vector(
             }
         }
     }
+
+    // Fill modifiers: a side missing at a step is replaced by its fill value
+    // (sides as above, the "one" side on the right).
+    let mut emit = |labels: Labels, i: usize, val: f64, keep: bool, flag: bool| -> Result<()> {
+        let val = if m.return_bool {
+            if keep { 1.0 } else { 0.0 }
+        } else if keep {
+            val
+        } else {
+            return Ok(());
+        };
+        let oi = *out_index.entry(labels.clone()).or_insert_with(|| {
+            out.push(StepSeries::new(labels, Points::new(n)));
+            out.len() - 1
+        });
+        out[oi].drop_name |= flag;
+        if out[oi].points.has(i) {
+            return exec("vector cannot contain metrics with the same labelset");
+        }
+        out[oi].points.set(i, val);
+        Ok(())
+    };
+    let delayed = ev.timing.delayed_name_removal;
+    if let Some(fill) = fill_rhs {
+        for l in &lhs {
+            let sig = signature(&l.labels, &m.matching);
+            let cands = rsig.get(&sig).map(Vec::as_slice).unwrap_or(&[]);
+            let none = Labels::default();
+            let labels = result_labels(&l.labels, &none, m, &include, one_to_one, drop_name && !delayed);
+            for (i, lv) in l.points.iter() {
+                if cands.iter().any(|&ri| rhs[ri].points.has(i)) {
+                    continue;
+                }
+                let (a, b) = if one_to_many { (fill, lv) } else { (lv, fill) };
+                let (val, keep) = apply(op, a, b);
+                emit(labels.clone(), i, val, keep, delayed && (l.drop_name || drop_name))?;
+            }
+        }
+    }
+    if let Some(fill) = fill_lhs {
+        let mut lsig: HashMap<Labels, Points> = HashMap::new();
+        for l in &lhs {
+            let p = lsig.entry(signature(&l.labels, &m.matching)).or_insert_with(|| Points::new(n));
+            for (i, _) in l.points.iter() {
+                p.set(i, 1.0);
+            }
+        }
+        for r in &rhs {
+            // The result takes the match group's labels.
+            let sig = signature(&r.labels, &m.matching);
+            let present = lsig.get(&sig);
+            for (i, rv) in r.points.iter() {
+                if present.is_some_and(|p| p.has(i)) {
+                    continue;
+                }
+                let (a, b) = if one_to_many { (rv, fill) } else { (fill, rv) };
+                let (val, keep) = apply(op, a, b);
+                emit(sig.clone(), i, val, keep, false)?;
+            }
+        }
+    }
     out.retain(|s| !s.points.is_empty());
     Ok(out)
 }
@@ -235,7 +298,7 @@ fn result_labels(
 ) -> Labels {
     let mut l = many.clone();
     if drop_name {
-        l.remove(METRIC_NAME);
+        remove_name(&mut l);
     }
     if one_to_one {
         match &m.matching {
