@@ -60,11 +60,38 @@ const KNOWN: &[(&str, usize, &str)] = &[(
     "promql-parser decodes the string escape \\xff as U+00FF (a valid label name) where Go yields the invalid byte 0xff",
 )];
 
-/// Evals outside Cairn's float engine: native histograms, and the
-/// reviewed list above.
+/// Experimental features Cairn does not support, recognised per eval.
+fn unsupported_feature(file: &str, e: &EvalCmd) -> Option<&'static str> {
+    let expr = e.expr.as_str();
+    if file == "start_timestamps.test" {
+        return Some("start timestamps (@st series): not stored by Cairn");
+    }
+    if expr.contains(" anchored")
+        || expr.contains(" smoothed")
+        || expr.contains("]anchored")
+        || expr.contains("]smoothed")
+    {
+        return Some(
+            "extended range selectors (anchored/smoothed): experimental syntax promql-parser 0.11 does not parse",
+        );
+    }
+    if expr.contains("info(") && !expr.contains("_info(") {
+        return Some("info(): experimental function, not implemented");
+    }
+    if file == "duration_expression.test" && promql_parser::parser::parse(expr).is_err() {
+        return Some("duration expressions: experimental syntax promql-parser 0.11 does not parse");
+    }
+    None
+}
+
+/// Evals outside Cairn's float engine: native histograms, unsupported
+/// experimental features, and the reviewed list above.
 fn skip(file: &str, e: &EvalCmd, hist: &HashSet<String>) -> Option<String> {
     if let Some((_, _, why)) = KNOWN.iter().find(|(f, l, _)| *f == file && *l == e.line) {
         return Some((*why).to_owned());
+    }
+    if let Some(why) = unsupported_feature(file, e) {
+        return Some(why.to_owned());
     }
     if e.expects_histograms {
         return Some("native histograms: expects a histogram sample".into());
@@ -72,36 +99,13 @@ fn skip(file: &str, e: &EvalCmd, hist: &HashSet<String>) -> Option<String> {
     if reads_histograms(&e.expr, hist) {
         return Some("native histograms: reads series loaded with histogram samples".into());
     }
-    if matches!(e.expected, Expected::Series(_))
-        && e.expr.contains("histogram_")
-        && !e.expr.contains("histogram_quantile")
-    {
-        return Some("native histograms: a histogram function".into());
+    const NATIVE_ONLY: [&str; 5] =
+        ["histogram_count(", "histogram_sum(", "histogram_avg(", "histogram_stddev(", "histogram_stdvar("];
+    if NATIVE_ONLY.iter().any(|f| e.expr.contains(f)) {
+        return Some("native histograms: a function of native histograms only".into());
     }
     None
 }
-
-/// Files every eval of which (outside the skips above) must pass. The
-/// others are reported with their failures; they join this list as the
-/// engine completes.
-const MUST_PASS: &[&str] = &[
-    "aggregators.test",
-    "at_modifier.test",
-    "collision.test",
-    "fill-modifier.test",
-    "functions.test",
-    "histograms.test",
-    "literals.test",
-    "name_label_dropping.test",
-    "native_histograms.test",
-    "operators.test",
-    "range_queries.test",
-    "selectors.test",
-    "staleness.test",
-    "subquery.test",
-    "trig_functions.test",
-    "type_and_unit.test",
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_scripts() {
@@ -116,7 +120,7 @@ async fn upstream_scripts() {
         .collect();
     files.sort();
     let (mut p, mut f, mut s) = (0, 0, 0);
-    let mut broken = Vec::new();
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read");
         let mut backend = EngineBackend::default();
@@ -128,8 +132,9 @@ async fn upstream_scripts() {
                 for fl in &o.failures {
                     println!("  FAIL {name}:{fl}");
                 }
-                if MUST_PASS.contains(&name.as_str()) && o.failed > 0 {
-                    broken.push(name.clone());
+                for sk in &o.skips {
+                    let why = sk.split_once(": ").map(|x| x.1).unwrap_or(sk);
+                    *reasons.entry(why.to_owned()).or_default() += 1;
                 }
                 p += o.passed;
                 f += o.failed;
@@ -142,5 +147,8 @@ async fn upstream_scripts() {
         }
     }
     println!("TOTAL: passed {p} failed {f} skipped {s}");
-    assert!(broken.is_empty(), "files that must pass have failures: {broken:?}");
+    for (why, n) in &reasons {
+        println!("  skipped {n:4}: {why}");
+    }
+    assert_eq!(f, 0, "upstream PromQL evals failed (see FAIL lines above)");
 }

@@ -368,8 +368,33 @@ fn warn_quantiles(ev: &mut Evaluator<'_>, q: &[f64]) {
     }
 }
 
+/// `histogram_fraction(lower, upper, buckets)` over classic `le` buckets:
+/// the share of observations between the two values.
+pub fn histogram_fraction(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
+    let args = &c.args.args;
+    if args.len() != 3 {
+        return Err(EvalError::BadData("histogram_fraction() takes three arguments".into()));
+    }
+    let lower = ev.eval_scalar(&args[0], g)?;
+    let upper = ev.eval_scalar(&args[1], g)?;
+    let v = ev.eval_vector(&args[2], g)?;
+    Ok(per_bucket_group(ev, &v, g.len(), |i, b| (bucket_fraction(lower[i], upper[i], b), false)))
+}
+
 /// The per-step quantiles `q` of each group of classic buckets in `v`.
 fn bucket_quantiles(ev: &mut Evaluator<'_>, q: &[f64], v: &[StepSeries], n: usize) -> Vec<StepSeries> {
+    per_bucket_group(ev, v, n, |i, b| bucket_quantile(q[i], b))
+}
+
+/// Groups classic bucket series (by their labels without `le`) and computes
+/// `f(step, buckets)` for each group and step; `f` also says whether it had
+/// to force the counts monotonic.
+fn per_bucket_group(
+    ev: &mut Evaluator<'_>,
+    v: &[StepSeries],
+    n: usize,
+    mut f: impl FnMut(usize, &mut [(f64, f64)]) -> (f64, bool),
+) -> Vec<StepSeries> {
     // Per group: output labels, the bucket series' metric name, and the
     // (upper bound, series index) of its buckets.
     type Group = (Labels, String, Vec<(f64, usize)>);
@@ -405,8 +430,8 @@ fn bucket_quantiles(ev: &mut Evaluator<'_>, q: &[f64], v: &[StepSeries], n: usiz
             if b.is_empty() {
                 continue;
             }
-            let (val, f) = bucket_quantile(q[i], &mut b);
-            forced |= f;
+            let (val, fixed) = f(i, &mut b);
+            forced |= fixed;
             points.set(i, val);
         }
         if forced {
@@ -428,6 +453,63 @@ fn parse_le(s: &str) -> Option<f64> {
         "NaN" | "nan" => Some(f64::NAN),
         t => t.parse().ok(),
     }
+}
+
+/// The share of observations in `[lower, upper]`. Within a bucket,
+/// observations are spread evenly; the lowest bucket starts at 0 when its
+/// upper bound is positive; the infinite buckets hold their observations at
+/// infinity, so no value inside them cuts them.
+fn bucket_fraction(lower: f64, upper: f64, b: &mut [(f64, f64)]) -> f64 {
+    b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for &(ub, c) in b.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    let count = merged[merged.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    // Observations at or below v.
+    let rank = |v: f64| -> f64 {
+        if v == f64::NEG_INFINITY {
+            return 0.0;
+        }
+        let mut before = 0.0;
+        for (i, &(ub, cum)) in merged.iter().enumerate() {
+            let lb = if i > 0 {
+                merged[i - 1].0
+            } else if ub > 0.0 {
+                0.0
+            } else {
+                f64::NEG_INFINITY
+            };
+            if v >= ub {
+                before = cum;
+                continue;
+            }
+            if v <= lb {
+                return before;
+            }
+            return if lb == f64::NEG_INFINITY {
+                cum
+            } else if ub == f64::INFINITY {
+                before
+            } else {
+                before + (cum - before) * (v - lb) / (ub - lb)
+            };
+        }
+        count
+    };
+    ((rank(upper) - rank(lower)) / count).clamp(0.0, 1.0)
 }
 
 fn almost_equal(a: f64, b: f64, eps: f64) -> bool {

@@ -84,6 +84,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
         "label_join" => Value::Vector(label_join(ev, c, g)?),
         "histogram_quantile" => Value::Vector(super::aggregate::histogram_quantile(ev, c, g)?),
         "histogram_quantiles" => Value::Vector(super::aggregate::histogram_quantiles(ev, c, g)?),
+        "histogram_fraction" => Value::Vector(super::aggregate::histogram_fraction(ev, c, g)?),
         "step" => Value::Scalar(vec![ev.timing.query_step as f64 / 1000.0; n]),
         "range" => Value::Scalar(vec![(ev.timing.query_end - ev.timing.query_start) as f64 / 1000.0; n]),
         "start" => Value::Scalar(vec![ev.timing.query_start as f64 / 1000.0; n]),
