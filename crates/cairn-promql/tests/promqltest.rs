@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use cairn_promql::promqltest::run::{EngineBackend, run_script};
-use cairn_promql::promqltest::script::{EvalCmd, Expected};
+use cairn_promql::promqltest::script::EvalCmd;
 
 fn scripts_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/promqltest");
