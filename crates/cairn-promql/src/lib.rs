@@ -43,6 +43,8 @@ pub struct EngineOptions {
     pub default_subquery_step_ms: i64,
     /// Most samples a query may load or hold at once (0 = no limit).
     pub max_samples: usize,
+    /// Most series a query may select from storage (0 = no limit).
+    pub max_series: usize,
     /// Time a query may run (0 = no limit).
     pub timeout: Duration,
     /// Keep `__name__` through evaluation and drop it from the result only
@@ -57,6 +59,7 @@ impl Default for EngineOptions {
             lookback_delta_ms: 5 * 60_000,
             default_subquery_step_ms: 60_000,
             max_samples: 50_000_000,
+            max_series: 0,
             timeout: Duration::from_secs(120),
             delayed_name_removal: false,
         }
@@ -167,7 +170,7 @@ impl Engine {
             default_step: self.opts.default_subquery_step_ms,
             delayed_name_removal: self.opts.delayed_name_removal,
         };
-        let fetch = plan::fetch(&expr, grid, &timing, store, tenant, self.opts.max_samples);
+        let fetch = plan::fetch(&expr, grid, &timing, store, tenant, self.opts.max_samples, self.opts.max_series);
         let fetched = match deadline {
             Some(d) => tokio::time::timeout(d.saturating_duration_since(Instant::now()), fetch)
                 .await

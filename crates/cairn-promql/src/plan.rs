@@ -170,28 +170,45 @@ pub async fn fetch(
     store: &dyn Queryable,
     tenant: &TenantId,
     max_samples: usize,
+    max_series: usize,
 ) -> Result<Fetched> {
     let mut needs = Vec::new();
     collect(expr, grid, timing, &mut needs);
     let mut out = Fetched::new();
-    let mut loaded = 0usize;
+    let (mut loaded, mut selected) = (0usize, 0usize);
+    let samples_error = || {
+        EvalError::Limit(format!(
+            "query processing would load too many samples into memory in query execution: more than {max_samples} (raise --query.max-samples)"
+        ))
+    };
+    let series_error =
+        || EvalError::Limit(format!("the query selects more than {max_series} series (raise --query.max-series)"));
+    // What is left of a limit (0 = none); the storage refuses to exceed it.
+    let left = |limit: usize, used: usize| if limit == 0 { 0 } else { limit.saturating_sub(used).max(1) };
     for n in needs {
         let sets = matcher_sets(n.vs)?;
         let mut series: Vec<Series> = Vec::new();
         for set in &sets {
-            let remaining = if max_samples == 0 { 0 } else { max_samples.saturating_sub(loaded).max(1) };
-            let req =
-                SelectRequest { matchers: set, start: n.mint, end: n.maxt, max_series: 0, max_samples: remaining };
-            let got = store.select(tenant, &req).await.map_err(|e| {
-                if e.code == cairn_common::ErrorCode::TooManyRequests {
-                    EvalError::Limit(format!(
-                        "query processing would load too many samples into memory in query execution: more than {max_samples} (raise --query.max-samples)"
-                    ))
-                } else {
-                    EvalError::Storage(e)
-                }
+            let req = SelectRequest {
+                matchers: set,
+                start: n.mint,
+                end: n.maxt,
+                max_series: left(max_series, selected),
+                max_samples: left(max_samples, loaded),
+            };
+            let got = store.select(tenant, &req).await.map_err(|e| match e.code {
+                cairn_common::ErrorCode::TooManyRequests if e.message.contains("series") => series_error(),
+                cairn_common::ErrorCode::TooManyRequests => samples_error(),
+                _ => EvalError::Storage(e),
             })?;
             loaded += got.iter().map(|s| s.samples.len()).sum::<usize>();
+            selected += got.len();
+            if max_samples > 0 && loaded > max_samples {
+                return Err(samples_error());
+            }
+            if max_series > 0 && selected > max_series {
+                return Err(series_error());
+            }
             series.extend(got);
         }
         if sets.len() > 1 {

@@ -98,6 +98,7 @@ fn engine_for(q: &Querier, p: &Params) -> Result<Engine, Response> {
         lookback_delta_ms: cfg.lookback_delta.as_millis() as i64,
         default_subquery_step_ms: cfg.default_subquery_step.as_millis() as i64,
         max_samples: cfg.max_samples,
+        max_series: cfg.max_series,
         timeout,
         delayed_name_removal: cfg.delayed_name_removal,
     }))

@@ -38,6 +38,17 @@ pub struct QuerierConfig {
     )]
     pub max_samples: usize,
 
+    /// Most series one query may select (0 = no limit). A query over it
+    /// fails with an error naming this flag.
+    #[arg(
+        long = "query.max-series",
+        id = "querier.max_series",
+        env = "CAIRN_QUERY_MAX_SERIES",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub max_series: usize,
+
     /// Queries evaluated at once; more wait their turn.
     #[arg(
         long = "query.max-concurrency",
@@ -78,6 +89,7 @@ impl Default for QuerierConfig {
             lookback_delta: PromDuration::from_secs(300),
             timeout: PromDuration::from_secs(120),
             max_samples: 50_000_000,
+            max_series: 0,
             max_concurrency: 20,
             default_subquery_step: PromDuration::from_secs(60),
             delayed_name_removal: false,

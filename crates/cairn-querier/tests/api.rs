@@ -12,6 +12,10 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 fn app() -> axum::Router {
+    app_with(QuerierConfig::default())
+}
+
+fn app_with(cfg: QuerierConfig) -> axum::Router {
     let store = Arc::new(MemStorage::default());
     for (job, v) in [("api", 1.0), ("db", 2.0)] {
         store.add(Series {
@@ -139,4 +143,32 @@ async fn buildinfo_and_format_query() {
     assert!(body.starts_with(r#"{"status":"success","data":{"application":"Cairn","version":"0.1.0""#), "{body}");
     let (_, body) = get("/api/v1/format_query?query=sum(rate(x%5B5m%5D))by(job)").await;
     assert_eq!(body, r#"{"status":"success","data":"sum by (job) (rate(x[5m]))"}"#);
+}
+
+#[tokio::test]
+async fn limits_fail_the_query_and_name_their_flag() {
+    for (cfg, query, flag) in [
+        (QuerierConfig { max_samples: 20, ..Default::default() }, "count(up)", "--query.max-samples"),
+        (
+            QuerierConfig { max_samples: 20, ..Default::default() },
+            "count_over_time(requests_total[10m])",
+            "--query.max-samples",
+        ),
+        (QuerierConfig { max_series: 1, ..Default::default() }, "count({__name__=~\".+\"})", "--query.max-series"),
+    ] {
+        let req = Request::get(format!("/api/v1/query_range?query={}&start=0&end=600&step=15", urlencode(query)))
+            .body(Body::empty())
+            .expect("request");
+        let resp = app_with(cfg).oneshot(req).await.expect("response");
+        let status = resp.status();
+        let body =
+            String::from_utf8(resp.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert!(body.contains(r#""errorType":"execution""#), "{body}");
+        assert!(body.contains(flag), "{query}: {body}");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
