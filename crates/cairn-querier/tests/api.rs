@@ -27,11 +27,7 @@ fn app_with(cfg: QuerierConfig) -> axum::Router {
         labels: Labels::from_pairs([("__name__", "requests_total"), ("job", "api")]),
         samples: (0..41).map(|i| Sample::new(i * 15_000, i as f64 * 10.0)).collect(),
     });
-    api::routes(Querier::new(
-        QuerierConfig::default(),
-        store,
-        BuildInfo { version: "0.1.0".into(), ..Default::default() },
-    ))
+    api::routes(Querier::new(cfg, store, BuildInfo { version: "0.1.0".into(), ..Default::default() }))
 }
 
 async fn call(req: Request<Body>) -> (StatusCode, String) {
