@@ -4,3 +4,4 @@ mod bad_input;
 mod crash;
 mod ingester_grpc;
 mod prometheus;
+mod promqltest_http;
