@@ -41,6 +41,9 @@ struct Args {
     pid: Option<u32>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Timestamp of the first round in ms (default: rounds × interval ago).
+    #[arg(long)]
+    start_ms: Option<i64>,
     /// Name in the JSON summary.
     #[arg(long, default_value = "server")]
     name: String,
@@ -64,7 +67,7 @@ async fn main() -> Result<()> {
         targets: a.targets,
         rounds: a.rounds,
         interval_ms: a.interval_ms,
-        start_ms: now - a.rounds as i64 * a.interval_ms,
+        start_ms: a.start_ms.unwrap_or(now - a.rounds as i64 * a.interval_ms),
         seed: a.seed,
     });
     eprintln!("loadgen: generating {} series x {} rounds = {} samples", w.series(), w.rounds, w.samples());

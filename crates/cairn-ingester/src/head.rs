@@ -149,7 +149,8 @@ impl Head {
         self.index.read().series.iter().flatten().cloned().collect()
     }
 
-    fn matching(&self, matchers: &[Matcher]) -> Vec<Arc<Series>> {
+    /// Series matching all `matchers` (index lookups only).
+    pub fn matching(&self, matchers: &[Matcher]) -> Vec<Arc<Series>> {
         let ix = self.index.read();
         ix.postings.select(matchers).into_iter().filter_map(|r| ix.get(r).cloned()).collect()
     }
@@ -165,9 +166,20 @@ impl Head {
         max_series: usize,
         max_samples: usize,
     ) -> Result<Vec<QuerySeries>, ServiceError> {
+        Self::read(self.matching(matchers), start, end, max_series, max_samples)
+    }
+
+    /// The samples in `[start, end]` of `series` (see [`Head::select`]).
+    pub fn read(
+        series: Vec<Arc<Series>>,
+        start: i64,
+        end: i64,
+        max_series: usize,
+        max_samples: usize,
+    ) -> Result<Vec<QuerySeries>, ServiceError> {
         let mut out = Vec::new();
         let mut total_samples = 0usize;
-        for s in self.matching(matchers) {
+        for s in series {
             let snap = s.data.lock().snapshot(start, end);
             let mut samples = Vec::new();
             snap.decode_into(start, end, &mut samples);

@@ -54,6 +54,9 @@ pub enum Error {
     Config(String),
 }
 
+/// Selects of at most this many series are decoded on the calling task.
+const INLINE_SELECT_SERIES: usize = 16;
+
 struct Inner {
     cfg: IngesterConfig,
     wal_root: PathBuf,
@@ -253,9 +256,13 @@ impl Pusher for Ingester {
 impl Queryable for Ingester {
     async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
         let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
-        let (matchers, start, end, max_series, max_samples) =
-            (req.matchers.to_vec(), req.start, req.end, req.max_series, req.max_samples);
-        self.blocking(move |_| db.head().select(&matchers, start, end, max_series, max_samples)).await
+        let (start, end, max_series, max_samples) = (req.start, req.end, req.max_series, req.max_samples);
+        let series = db.head().matching(req.matchers);
+        // Decoding a few series costs less than handing them to a thread.
+        if series.len() <= INLINE_SELECT_SERIES {
+            return head::Head::read(series, start, end, max_series, max_samples);
+        }
+        self.blocking(move |_| head::Head::read(series, start, end, max_series, max_samples)).await
     }
 
     async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {

@@ -14,7 +14,7 @@ use promql_parser::parser::{Expr, SubqueryExpr, VectorSelector};
 
 use crate::error::{EvalError, Result, exec};
 use crate::plan::{Fetched, Timing, at_ms, key, offset_ms, subquery_grid};
-use crate::value::{Grid, Points, RangeSeries, RangeVector, StepSeries, Value};
+use crate::value::{Grid, Points, RangeSeries, RangeVector, Samples, StepSeries, Value};
 
 /// Warnings and informational notes attached to a result, as Prometheus's
 /// annotations (`PromQL warning: ...`, `PromQL info: ...`).
@@ -137,6 +137,10 @@ impl<'a> Evaluator<'a> {
         self.fetched.get(&key(vs)).map(|s| s.as_slice()).unwrap_or(&[])
     }
 
+    fn fetched_shared(&self, vs: &VectorSelector) -> Option<std::sync::Arc<Vec<Series>>> {
+        self.fetched.get(&key(vs)).cloned()
+    }
+
     /// When step `i`'s selector reads: the step time or the `@` time, minus
     /// the offset.
     fn selector_times(&self, vs: &VectorSelector, g: &Grid) -> Vec<i64> {
@@ -178,16 +182,19 @@ impl<'a> Evaluator<'a> {
     /// A range selector: the fetched samples without staleness markers,
     /// windowed per step by the consumer.
     fn select_range(&self, vs: &VectorSelector, range: i64, g: &Grid) -> RangeVector {
-        let series = self
-            .fetched(vs)
-            .iter()
-            .map(|s| RangeSeries {
-                labels: s.labels.clone(),
-                samples: s.samples.iter().filter(|x| !is_stale_nan(x.v)).copied().collect(),
-                drop_name: false,
-            })
-            .filter(|s| !s.samples.is_empty())
-            .collect();
+        let mut series = Vec::new();
+        if let Some(all) = self.fetched_shared(vs) {
+            for (i, s) in all.iter().enumerate() {
+                let samples = if s.samples.iter().any(|x| is_stale_nan(x.v)) {
+                    Samples::Owned(s.samples.iter().filter(|x| !is_stale_nan(x.v)).copied().collect())
+                } else {
+                    Samples::Shared(all.clone(), i)
+                };
+                if !samples.is_empty() {
+                    series.push(RangeSeries { labels: s.labels.clone(), samples, drop_name: false });
+                }
+            }
+        }
         RangeVector { series, range, times: self.selector_times(vs, g) }
     }
 
@@ -201,7 +208,9 @@ impl<'a> Evaluator<'a> {
         let series = v
             .into_iter()
             .map(|s| RangeSeries {
-                samples: s.points.iter().map(|(i, v)| cairn_common::Sample::new(inner.t(i), v)).collect(),
+                samples: Samples::Owned(
+                    s.points.iter().map(|(i, v)| cairn_common::Sample::new(inner.t(i), v)).collect(),
+                ),
                 labels: s.labels,
                 drop_name: s.drop_name,
             })

@@ -34,6 +34,11 @@ use plan::Timing;
 pub use value::format_value;
 use value::{Grid, Value};
 
+/// Queries that loaded at most this many samples, over at most this many
+/// steps, are evaluated without a thread hand-off.
+const INLINE_EVAL_SAMPLES: usize = 20_000;
+const INLINE_EVAL_STEPS: usize = 1_000;
+
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
@@ -171,14 +176,15 @@ impl Engine {
             delayed_name_removal: self.opts.delayed_name_removal,
         };
         let fetch = plan::fetch(&expr, grid, &timing, store, tenant, self.opts.max_samples, self.opts.max_series);
-        let fetched = match deadline {
+        let fetched: plan::Fetched = match deadline {
             Some(d) => tokio::time::timeout(d.saturating_duration_since(Instant::now()), fetch)
                 .await
                 .map_err(|_| EvalError::Timeout("query queue or storage"))??,
             None => fetch.await?,
         };
+        let loaded_samples: usize = fetched.values().flat_map(|v| v.iter()).map(|s| s.samples.len()).sum();
         let max_samples = self.opts.max_samples;
-        tokio::task::spawn_blocking(move || {
+        let evaluate = move || {
             let mut ev = Evaluator::new(timing, &fetched, deadline, max_samples);
             let value = ev.eval(&expr, &grid)?;
             let result = to_result(value, &grid, is_range)?;
@@ -187,9 +193,15 @@ impl Engine {
                 warnings: ev.annotations.warnings.into_iter().collect(),
                 infos: ev.annotations.infos.into_iter().collect(),
             })
-        })
-        .await
-        .map_err(|e| EvalError::Execution(format!("query evaluation failed: {e}")))?
+        };
+        // Small queries evaluate on the calling task; large ones on a
+        // blocking thread, so that no runtime thread is held for long.
+        if loaded_samples <= INLINE_EVAL_SAMPLES && grid.len() <= INLINE_EVAL_STEPS {
+            return evaluate();
+        }
+        tokio::task::spawn_blocking(evaluate)
+            .await
+            .map_err(|e| EvalError::Execution(format!("query evaluation failed: {e}")))?
     }
 }
 

@@ -6,6 +6,9 @@
 //! work series by series over whole columns instead of building a map per
 //! step.
 
+use std::sync::Arc;
+
+use cairn_common::storage::Series;
 use cairn_common::{Labels, Sample};
 
 /// The evaluation time grid: `start, start+step, ..., end`.
@@ -136,8 +139,33 @@ impl StepSeries {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RangeSeries {
     pub labels: Labels,
-    pub samples: Vec<Sample>,
+    pub samples: Samples,
     pub drop_name: bool,
+}
+
+/// Samples of a range-vector series: shared with the data fetched from
+/// storage when they can be used as they are (no copy on the hot path),
+/// owned when something had to be removed or they were computed.
+#[derive(Clone, Debug)]
+pub enum Samples {
+    Shared(Arc<Vec<Series>>, usize),
+    Owned(Vec<Sample>),
+}
+
+impl std::ops::Deref for Samples {
+    type Target = [Sample];
+    fn deref(&self) -> &[Sample] {
+        match self {
+            Samples::Shared(all, i) => all.get(*i).map(|s| s.samples.as_slice()).unwrap_or(&[]),
+            Samples::Owned(v) => v,
+        }
+    }
+}
+
+impl PartialEq for Samples {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
 }
 
 /// A range vector: per series, the samples inside each step's window are
@@ -151,10 +179,10 @@ pub struct RangeVector {
 }
 
 impl RangeVector {
-    /// For each step, the samples of `s` in that step's window, as index
-    /// ranges. Window ends must be non-decreasing (they are: the grid is
-    /// increasing, and `@` makes them constant).
-    pub fn windows<'a>(&'a self, samples: &'a [Sample]) -> impl Iterator<Item = (usize, &'a [Sample])> + 'a {
+    /// For each step, the index range of the samples of `samples` in that
+    /// step's window. Window ends must be non-decreasing (they are: the grid
+    /// is increasing, and `@` makes them constant).
+    pub fn window_bounds<'a>(&'a self, samples: &'a [Sample]) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
         let (mut lo, mut hi) = (0usize, 0usize);
         self.times.iter().enumerate().map(move |(i, &end)| {
             let start = end - self.range;
@@ -167,8 +195,13 @@ impl RangeVector {
             while lo < hi && samples[lo].t <= start {
                 lo += 1;
             }
-            (i, &samples[lo..hi])
+            (i, lo, hi)
         })
+    }
+
+    /// For each step, the samples of `samples` in that step's window.
+    pub fn windows<'a>(&'a self, samples: &'a [Sample]) -> impl Iterator<Item = (usize, &'a [Sample])> + 'a {
+        self.window_bounds(samples).map(move |(i, lo, hi)| (i, &samples[lo..hi]))
     }
 }
 

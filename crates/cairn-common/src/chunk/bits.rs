@@ -66,46 +66,95 @@ impl BitWriter {
     }
 }
 
-/// Reads bits from a byte slice.
+/// Reads bits from a byte slice, most significant first, through a 64-bit
+/// window refilled a byte at a time (decoding is the hot path of queries).
 #[derive(Clone, Debug)]
 pub struct BitReader<'a> {
     data: &'a [u8],
-    /// Position in bits from the start of `data`.
-    pos: usize,
+    /// Next byte of `data` to load into the window.
+    idx: usize,
+    /// Unread bits, left-aligned.
+    window: u64,
+    /// How many bits of `window` are valid.
+    valid: u32,
 }
 
 impl<'a> BitReader<'a> {
     pub fn new(data: &'a [u8]) -> Self {
-        Self { data, pos: 0 }
+        Self { data, idx: 0, window: 0, valid: 0 }
+    }
+
+    #[inline]
+    fn refill(&mut self) {
+        if self.valid <= 56 && self.idx + 8 <= self.data.len() {
+            // Fast path: load eight bytes at once and keep what fits.
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&self.data[self.idx..self.idx + 8]);
+            let word = u64::from_be_bytes(b);
+            let take = (64 - self.valid) / 8;
+            self.window |= if take == 8 { word } else { (word >> (64 - 8 * take)) << (64 - self.valid - 8 * take) };
+            self.valid += 8 * take;
+            self.idx += take as usize;
+            return;
+        }
+        while self.valid <= 56 && self.idx < self.data.len() {
+            self.window |= u64::from(self.data[self.idx]) << (56 - self.valid);
+            self.valid += 8;
+            self.idx += 1;
+        }
     }
 
     #[inline]
     pub fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.data.get(self.pos / 8)?;
-        let bit = (byte >> (7 - (self.pos % 8))) & 1;
-        self.pos += 1;
+        if self.valid == 0 {
+            self.refill();
+            if self.valid == 0 {
+                return None;
+            }
+        }
+        let bit = self.window >> 63;
+        self.window <<= 1;
+        self.valid -= 1;
         Some(bit == 1)
     }
 
     /// Reads `n` bits (n <= 64) as the low bits of the result.
-    #[inline]
-    pub fn read_bits(&mut self, mut n: u8) -> Option<u64> {
+    #[inline(always)]
+    pub fn read_bits(&mut self, n: u8) -> Option<u64> {
         debug_assert!(n <= 64);
-        if self.pos + n as usize > self.data.len() * 8 {
-            return None;
+        let n = u32::from(n);
+        if n == 0 {
+            return Some(0);
         }
-        let mut out = 0u64;
-        while n > 0 {
-            let byte = self.data[self.pos / 8];
-            let avail = 8 - (self.pos % 8) as u8;
-            let take = n.min(avail);
-            let shift = avail - take;
-            let chunk = (byte >> shift) & (((1u16 << take) - 1) as u8);
-            out = (out << take) | u64::from(chunk);
-            self.pos += take as usize;
-            n -= take;
+        if n > 56 {
+            return self.read_wide(n);
         }
-        Some(out)
+        self.read_upto_56(n)
+    }
+
+    /// More bits than one refill guarantees: read in two parts.
+    #[inline(never)]
+    fn read_wide(&mut self, n: u32) -> Option<u64> {
+        let hi = self.read_upto_56(32)?;
+        let lo = self.read_upto_56(n - 32)?;
+        Some((hi << (n - 32)) | lo)
+    }
+
+    #[inline(always)]
+    fn read_upto_56(&mut self, n: u32) -> Option<u64> {
+        if n == 0 {
+            return Some(0);
+        }
+        if self.valid < n {
+            self.refill();
+            if self.valid < n {
+                return None;
+            }
+        }
+        let v = self.window >> (64 - n);
+        self.window <<= n;
+        self.valid -= n;
+        Some(v)
     }
 
     pub fn read_byte(&mut self) -> Option<u8> {

@@ -196,8 +196,17 @@ impl SeriesSnapshot {
     /// Decodes into `out` the samples in `[start, end]`, in time order.
     pub fn decode_into(&self, start: i64, end: i64, out: &mut Vec<Sample>) {
         out.clear();
+        let announced: usize = self.chunks.iter().map(|c| usize::from(XorIter::new(c).len_announced())).sum();
+        out.reserve(announced);
         for c in &self.chunks {
-            out.extend(XorIter::new(c).filter(|s| s.t >= start && s.t <= end));
+            for s in XorIter::new(c) {
+                if s.t > end {
+                    break;
+                }
+                if s.t >= start {
+                    out.push(s);
+                }
+            }
         }
         if !self.ooo.is_empty() {
             let in_order = std::mem::take(out);

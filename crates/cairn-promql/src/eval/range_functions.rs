@@ -21,6 +21,9 @@ pub struct WindowCtx {
     /// A scalar argument at this step (quantile, duration, factors).
     pub arg: f64,
     pub arg2: f64,
+    /// Whether the window holds a counter reset (a sample lower than the
+    /// one before it); lets `rate` skip its correction pass.
+    pub has_reset: bool,
 }
 
 /// Looks up a range function by name: its implementation and whether it
@@ -71,18 +74,33 @@ pub fn apply(
     args: (&[f64], &[f64]),
 ) -> Result<Vec<StepSeries>> {
     let mut out = Vec::with_capacity(rv.series.len());
+    let mut resets: Vec<u32> = Vec::new();
     for s in &rv.series {
+        // resets[k]: decreases among samples 1..=k, so a window [lo, hi)
+        // holds one when resets[hi - 1] > resets[lo].
+        resets.clear();
+        let mut n = 0u32;
+        let mut prev = f64::NAN;
+        for x in s.samples.iter() {
+            if x.v < prev {
+                n += 1;
+            }
+            prev = x.v;
+            resets.push(n);
+        }
         let mut points = Points::new(rv.times.len());
-        for (i, w) in rv.windows(&s.samples) {
-            if w.is_empty() {
+        for (i, lo, hi) in rv.window_bounds(&s.samples) {
+            if lo == hi {
                 continue;
             }
+            let w = &s.samples[lo..hi];
             let ctx = WindowCtx {
                 range_start: rv.times[i] - rv.range,
                 range_end: rv.times[i],
                 step_t: g.t(i),
                 arg: args.0.get(i).copied().unwrap_or(0.0),
                 arg2: args.1.get(i).copied().unwrap_or(0.0),
+                has_reset: resets[hi - 1] > resets[lo],
             };
             if let Some(v) = f(w, &ctx) {
                 points.set(i, v);
@@ -119,7 +137,8 @@ fn extrapolated_rate(s: &[Sample], c: &WindowCtx, is_counter: bool, is_rate: boo
     let first = s[0];
     let last = s[s.len() - 1];
     let mut result = last.v - first.v;
-    if is_counter {
+    // The first sample is compared with 0: a negative one adds nothing.
+    if is_counter && c.has_reset {
         let mut prev = 0.0;
         for x in s {
             if x.v < prev {
@@ -348,7 +367,7 @@ mod tests {
     }
 
     fn ctx(start: i64, end: i64) -> WindowCtx {
-        WindowCtx { range_start: start, range_end: end, step_t: end, arg: 0.0, arg2: 0.0 }
+        WindowCtx { range_start: start, range_end: end, step_t: end, arg: 0.0, arg2: 0.0, has_reset: true }
     }
 
     #[test]
