@@ -55,10 +55,10 @@ fn fingerprint(v: &serde_json::Value) -> (usize, usize, f64) {
     for s in &result {
         for p in s["values"].as_array().into_iter().flatten() {
             points += 1;
-            if let Some(x) = p[1].as_str().and_then(|x| x.parse::<f64>().ok()) {
-                if x.is_finite() {
-                    sum += x;
-                }
+            if let Some(x) = p[1].as_str().and_then(|x| x.parse::<f64>().ok())
+                && x.is_finite()
+            {
+                sum += x;
             }
         }
     }
