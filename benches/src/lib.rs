@@ -1,5 +1,11 @@
-//! Benchmark tools for Cairn's hot paths: a deterministic node_exporter-like
-//! workload, a remote write load generator, and process measurements.
+//! Benchmark tools: deterministic workloads (node_exporter-like, TSBS
+//! cpu-only, avalanche), a remote write load generator, a PromQL query set,
+//! the systems under comparison (Cairn, Prometheus, VictoriaMetrics) and
+//! the chart of the side-by-side comparison.
 
+pub mod chart;
+pub mod load;
 pub mod proc_stats;
+pub mod query;
+pub mod systems;
 pub mod workload;

@@ -143,17 +143,111 @@ pub fn node_exporter_shapes() -> Vec<SeriesShape> {
     s
 }
 
+/// TSBS "cpu-only" hosts: ten `cpu_usage_*` gauges per host with the
+/// benchmark's host tags.
+pub fn tsbs_cpu_shapes() -> Vec<SeriesShape> {
+    let mut s = Vec::new();
+    for f in [
+        "usage_user",
+        "usage_system",
+        "usage_idle",
+        "usage_nice",
+        "usage_iowait",
+        "usage_irq",
+        "usage_softirq",
+        "usage_steal",
+        "usage_guest",
+        "usage_guest_nice",
+    ] {
+        add(&mut s, &format!("cpu_{f}"), false, &[]);
+    }
+    s
+}
+
+/// avalanche-style series: 10 metrics × 100 series of gauges, each with ten
+/// constant labels, as the avalanche load tester exposes them.
+pub fn avalanche_shapes() -> Vec<SeriesShape> {
+    let mut s = Vec::new();
+    let consts: Vec<(&str, String)> = (0..10).map(|k| (LABEL_KEYS[k], format!("label_val_{k}"))).collect();
+    for m in 0..10 {
+        for id in 0..100 {
+            let mut l = consts.clone();
+            l.push(("series_id", id.to_string()));
+            add(&mut s, &format!("avalanche_metric_mmmmm_0_{m}"), false, &l);
+        }
+    }
+    s
+}
+
+const LABEL_KEYS: [&str; 10] = [
+    "label_key_0",
+    "label_key_1",
+    "label_key_2",
+    "label_key_3",
+    "label_key_4",
+    "label_key_5",
+    "label_key_6",
+    "label_key_7",
+    "label_key_8",
+    "label_key_9",
+];
+
+/// One series' labels.
+type LabelSet = Vec<(String, String)>;
+
+/// Which workload to generate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// node_exporter-like targets, ~1,160 series each.
+    Node,
+    /// TSBS cpu-only hosts, 10 series each.
+    Tsbs,
+    /// avalanche-style targets, 1,000 gauges each.
+    Avalanche,
+}
+
+impl Kind {
+    pub fn shapes(self) -> Vec<SeriesShape> {
+        match self {
+            Kind::Node => node_exporter_shapes(),
+            Kind::Tsbs => tsbs_cpu_shapes(),
+            Kind::Avalanche => avalanche_shapes(),
+        }
+    }
+}
+
 /// A generated workload: targets × series shapes × scrape rounds.
 pub struct Workload {
+    pub kind: Kind,
     pub shapes: Vec<SeriesShape>,
     pub targets: usize,
     pub rounds: usize,
     pub interval_ms: i64,
     pub start_ms: i64,
     pub seed: u64,
+    /// Every this many rounds, the churning targets get a new identity
+    /// (as if relabelled), so their series are replaced. 0 = no churn.
+    pub churn_every: usize,
+    /// Share of the targets that churn.
+    pub churn_fraction: f64,
 }
 
 impl Workload {
+    pub fn new(kind: Kind, targets: usize, rounds: usize, interval_ms: i64, start_ms: i64, seed: u64) -> Self {
+        Self {
+            kind,
+            shapes: kind.shapes(),
+            targets,
+            rounds,
+            interval_ms,
+            start_ms,
+            seed,
+            churn_every: 0,
+            churn_fraction: 0.0,
+        }
+    }
+
+    /// Series alive at any one time.
     pub fn series(&self) -> usize {
         self.shapes.len() * self.targets
     }
@@ -162,40 +256,94 @@ impl Workload {
         self.series() * self.rounds
     }
 
-    /// Full label sets of one target, sorted by name.
-    fn target_labels(&self, target: usize) -> Vec<Vec<(String, String)>> {
+    fn generation(&self, target: usize, round: usize) -> usize {
+        let churns = self.churn_every > 0 && (target as f64) < self.churn_fraction * self.targets as f64;
+        if churns { round / self.churn_every } else { 0 }
+    }
+
+    /// Full label sets of one target in one generation, sorted by name.
+    fn target_labels(&self, target: usize, generation: usize) -> Vec<LabelSet> {
+        let suffix = if generation > 0 { format!("-g{generation}") } else { String::new() };
+        let identity: Vec<(String, String)> = match self.kind {
+            Kind::Node => vec![
+                ("instance".into(), format!("host-{target:05}{suffix}.example.com:9100")),
+                ("job".into(), "node".into()),
+            ],
+            Kind::Avalanche => vec![
+                ("instance".into(), format!("avalanche-{target:05}{suffix}:9001")),
+                ("job".into(), "avalanche".into()),
+            ],
+            Kind::Tsbs => {
+                let pick = |opts: &[&str], salt: usize| opts[(target * 31 + salt * 7) % opts.len()].to_owned();
+                vec![
+                    ("hostname".into(), format!("host_{target}{suffix}")),
+                    (
+                        "region".into(),
+                        pick(
+                            &[
+                                "us-east-1",
+                                "us-west-1",
+                                "us-west-2",
+                                "eu-west-1",
+                                "eu-central-1",
+                                "ap-southeast-1",
+                                "ap-southeast-2",
+                                "ap-northeast-1",
+                                "sa-east-1",
+                            ],
+                            1,
+                        ),
+                    ),
+                    ("datacenter".into(), format!("dc-{}", target % 3)),
+                    ("rack".into(), (target % 100).to_string()),
+                    ("os".into(), pick(&["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"], 2)),
+                    ("arch".into(), pick(&["x64", "x86"], 3)),
+                    ("team".into(), pick(&["SF", "NYC", "LON", "CHI"], 4)),
+                    ("service".into(), (target % 20).to_string()),
+                    ("service_version".into(), (target % 2).to_string()),
+                    ("service_environment".into(), pick(&["production", "staging", "test"], 5)),
+                    ("job".into(), "tsbs".into()),
+                ]
+            }
+        };
         self.shapes
             .iter()
             .map(|sh| {
                 let mut l = sh.labels.clone();
-                l.push(("instance".into(), format!("host-{target:05}.example.com:9100")));
-                l.push(("job".into(), "node".into()));
+                l.extend(identity.iter().cloned());
                 l.sort();
                 l
             })
             .collect()
     }
 
-    /// Remote write 1.0 bodies (snappy-compressed), in the order one sender
-    /// shard sends them: `targets` are the targets this shard owns; each
-    /// round's samples of them are cut into requests of `batch` samples.
+    /// Remote write 1.0 bodies (snappy-compressed) with their sample
+    /// counts, in the order one sender shard sends them: `targets` are the
+    /// targets this shard owns; each round's samples of them are cut into
+    /// requests of `batch` samples.
     pub fn requests_v1(&self, targets: &[usize], batch: usize) -> Vec<(Vec<u8>, usize)> {
         let mut rng = StdRng::seed_from_u64(self.seed ^ targets.first().copied().unwrap_or(0) as u64);
-        let labels: Vec<Vec<Vec<(String, String)>>> = targets.iter().map(|t| self.target_labels(*t)).collect();
+        // Per target: its current generation and its series' label sets.
+        let mut labels: Vec<(usize, Vec<LabelSet>)> = targets.iter().map(|t| (0, self.target_labels(*t, 0))).collect();
         let mut values: Vec<Vec<f64>> =
-            targets.iter().map(|_| self.shapes.iter().map(|_| rng.random_range(0.0..1000.0)).collect()).collect();
+            targets.iter().map(|_| self.shapes.iter().map(|_| rng.random_range(0.0..100.0)).collect()).collect();
         let mut out = Vec::new();
         let mut pending: Vec<pb::TimeSeries> = Vec::with_capacity(batch);
         for r in 0..self.rounds {
             let t = self.start_ms + r as i64 * self.interval_ms;
-            for (ti, tl) in labels.iter().enumerate() {
-                for (si, l) in tl.iter().enumerate() {
+            for (ti, &target) in targets.iter().enumerate() {
+                let generation = self.generation(target, r);
+                if labels[ti].0 != generation {
+                    labels[ti] = (generation, self.target_labels(target, generation));
+                }
+                for (si, l) in labels[ti].1.iter().enumerate() {
                     let v = &mut values[ti][si];
-                    if self.shapes[si].counter {
-                        *v += (rng.random_range(0.0..10.0f64) * 100.0).round() / 100.0;
-                    } else {
-                        *v = (*v + rng.random_range(-5.0..5.0f64)).abs();
-                    }
+                    *v = match (self.kind, self.shapes[si].counter) {
+                        (_, true) => *v + (rng.random_range(0.0..10.0f64) * 100.0).round() / 100.0,
+                        (Kind::Tsbs, false) => (*v + rng.random_range(-5.0..5.0f64)).clamp(0.0, 100.0),
+                        (Kind::Avalanche, false) => rng.random_range(0.0..100.0f64).round(),
+                        (Kind::Node, false) => (*v + rng.random_range(-5.0..5.0f64)).abs(),
+                    };
                     pending.push(pb::TimeSeries {
                         labels: l.iter().map(|(n, v)| pb::Label { name: n.clone(), value: v.clone() }).collect(),
                         samples: vec![pb::Sample { value: *v, timestamp: t }],
@@ -257,10 +405,33 @@ mod tests {
     fn about_1200_series_per_target_and_deterministic() {
         let shapes = node_exporter_shapes();
         assert!((1100..1400).contains(&shapes.len()), "{}", shapes.len());
-        let w = Workload { shapes, targets: 2, rounds: 2, interval_ms: 15_000, start_ms: 0, seed: 7 };
+        assert_eq!(tsbs_cpu_shapes().len(), 10);
+        assert_eq!(avalanche_shapes().len(), 1000);
+        let w = Workload::new(Kind::Node, 2, 2, 15_000, 0, 7);
         let a = w.requests_v1(&[0, 1], 2000);
         let b = w.requests_v1(&[0, 1], 2000);
         assert_eq!(a, b);
         assert_eq!(a.iter().map(|r| r.1).sum::<usize>(), w.samples());
+    }
+
+    #[test]
+    fn churn_replaces_the_series_of_churning_targets() {
+        let series_of = |w: &Workload| -> std::collections::BTreeSet<Vec<(String, String)>> {
+            let mut out = std::collections::BTreeSet::new();
+            for (body, _) in w.requests_v1(&(0..w.targets).collect::<Vec<_>>(), 100_000) {
+                let raw = snap::raw::Decoder::new().decompress_vec(&body).expect("snappy");
+                let req = pb::WriteRequest::decode(raw.as_slice()).expect("proto");
+                for ts in req.timeseries {
+                    out.insert(ts.labels.into_iter().map(|l| (l.name, l.value)).collect());
+                }
+            }
+            out
+        };
+        let mut w = Workload::new(Kind::Tsbs, 4, 6, 15_000, 0, 1);
+        assert_eq!(series_of(&w).len(), 40);
+        w.churn_every = 2;
+        w.churn_fraction = 0.5;
+        // Two of four hosts get a new identity every two rounds: 3 generations.
+        assert_eq!(series_of(&w).len(), 20 + 2 * 10 * 3);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use cairn_benches::proc_stats;
-use cairn_benches::workload::{Workload, node_exporter_shapes};
+use cairn_benches::workload::{Kind, Workload};
 use cairn_common::TenantId;
 use cairn_common::metrics::Registry;
 use cairn_distributor::{Distributor, Protocol};
@@ -40,14 +40,7 @@ fn main() -> Result<()> {
     ingester.replay_all()?;
     let d = Distributor::new(Default::default(), Default::default(), Arc::new(ingester), &mut registry);
     let now = cairn_common::time::now_ms();
-    let w = Workload {
-        shapes: node_exporter_shapes(),
-        targets: a.targets,
-        rounds: a.rounds,
-        interval_ms: 15_000,
-        start_ms: now - a.rounds as i64 * 15_000,
-        seed: 1,
-    };
+    let w = Workload::new(Kind::Node, a.targets, a.rounds, 15_000, now - a.rounds as i64 * 15_000, 1);
     let targets: Vec<usize> = (0..w.targets).collect();
     let reqs = w.requests_v1(&targets, 2000);
     let tenant = TenantId::new("bench")?;

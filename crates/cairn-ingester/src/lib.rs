@@ -183,11 +183,32 @@ impl Ingester {
     }
 
     /// Checkpoints every tenant that changed since its last checkpoint.
-    pub fn checkpoint_all(&self) {
+    /// Returns the tenants whose checkpoint failed (their WAL is kept).
+    pub fn checkpoint_all(&self) -> Vec<TenantId> {
+        let mut failed = Vec::new();
         for db in self.tenants() {
             if let Err(e) = db.checkpoint() {
                 error!(tenant = %db.tenant, error = %e, "checkpoint failed; the wal is kept");
+                failed.push(db.tenant.clone());
             }
+        }
+        failed
+    }
+
+    /// Makes everything written so far durable and compact, now: fsyncs
+    /// every WAL and writes a checkpoint of every changed head.
+    pub async fn flush(&self) -> Result<(), ServiceError> {
+        let this = self.clone();
+        let failed = tokio::task::spawn_blocking(move || {
+            this.sync_all();
+            this.checkpoint_all()
+        })
+        .await
+        .map_err(|e| ServiceError::internal(format!("flush task failed: {e}")))?;
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::internal(format!("checkpoints failed for tenants {failed:?}; see the logs")))
         }
     }
 
@@ -217,7 +238,7 @@ impl Ingester {
                 }
                 _ = checkpoint_tick.tick() => {
                     let this = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || this.checkpoint_all()).await;
+                    let _ = tokio::task::spawn_blocking(move || { this.checkpoint_all(); }).await;
                 }
                 _ = memory_tick.tick() => {
                     let this = self.clone();

@@ -50,6 +50,9 @@ impl Role for IngesterRole {
     fn name(&self) -> &'static str {
         "ingester"
     }
+    fn http(&self) -> Router {
+        Router::new().route("/ingester/flush", axum::routing::post(flush)).with_state(self.0.clone())
+    }
     fn grpc(&self, routes: &mut RoutesBuilder) {
         routes.add_service(cairn_ingester::grpc::service(self.0.clone()));
     }
@@ -62,6 +65,15 @@ impl Role for IngesterRole {
     async fn run(&self, shutdown: Shutdown) -> anyhow::Result<()> {
         self.0.run(shutdown).await;
         Ok(())
+    }
+}
+
+/// `POST /ingester/flush`: fsync every WAL and checkpoint every head now.
+async fn flush(axum::extract::State(ing): axum::extract::State<Ingester>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match ing.flush().await {
+        Ok(()) => axum::http::StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (e.code.http_status(), format!("{}\n", e.message)).into_response(),
     }
 }
 

@@ -68,6 +68,20 @@ async fn kill_9_loses_nothing_acknowledged() {
     cairn.kill9().expect("kill -9");
     cairn.restart().expect("restart");
     assert_eq!(count_samples(&cairn, at).await, acked as f64 + 1.0);
+
+    // A flush writes a checkpoint now; replay then starts from it.
+    let r = client().post(cairn.url("/ingester/flush")).send().await.expect("flush");
+    assert_eq!(r.status().as_u16(), 204);
+    let wal = cairn.data_dir.join("wal").join("crash");
+    let checkpoints = std::fs::read_dir(&wal)
+        .expect("wal dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("checkpoint.")))
+        .count();
+    assert_eq!(checkpoints, 1, "one checkpoint in {}", wal.display());
+    cairn.kill9().expect("kill -9");
+    cairn.restart().expect("restart");
+    assert!(cairn.log_text().contains("loaded checkpoint"));
+    assert_eq!(count_samples(&cairn, at).await, acked as f64 + 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
