@@ -79,6 +79,9 @@ impl Running {
                     &format!("-storageDataPath={}", dir.display()),
                     &format!("-httpListenAddr=127.0.0.1:{port}"),
                     "-retentionPeriod=100y",
+                    // Neither Cairn nor Prometheus caches query results;
+                    // timing repeated queries against a cache would not compare.
+                    "-search.disableCache",
                 ]);
             }
         }
@@ -221,6 +224,13 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The installed version of a Debian package, if any.
+pub fn package_version(pkg: &str) -> Option<String> {
+    let o = Command::new("dpkg-query").args(["-W", "-f=${Version}", pkg]).output().ok()?;
+    let v = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    (o.status.success() && !v.is_empty()).then_some(v)
 }
 
 /// The version line a binary prints.

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use cairn_benches::chart::{Panel, render};
 use cairn_benches::load::{LoadReport, SendOptions, run};
 use cairn_benches::query::{QUERIES, QueryStats, Span, run_set};
-use cairn_benches::systems::{Running, System, version};
+use cairn_benches::systems::{Running, System, package_version, version};
 use cairn_benches::workload::{Kind, Workload};
 use clap::Parser;
 use serde_json::json;
@@ -148,7 +148,8 @@ fn machine() -> serde_json::Value {
         s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
     });
     json!({
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        // This process is pinned to one CPU; count the machine's.
+        "cores": std::fs::read_to_string("/proc/cpuinfo").map(|s| s.lines().filter(|l| l.starts_with("processor")).count()).unwrap_or(0),
         "memory_bytes": mem,
         "cpu": cpu,
         "kernel": version("uname", "-r"),
@@ -216,8 +217,8 @@ async fn main() -> Result<()> {
             "machine": machine(),
             "versions": {
                 "cairn": version(&a.cairn.display().to_string(), "--version"),
-                "prometheus": version("prometheus", "--version"),
-                "victoriametrics": version("victoria-metrics", "-version"),
+                "prometheus": package_version("prometheus").unwrap_or_else(|| version("prometheus", "--version")),
+                "victoriametrics": package_version("victoria-metrics").unwrap_or_else(|| version("victoria-metrics", "-version")),
             },
             "queries": QUERIES.iter().map(|(id, _, q)| json!({"id": id, "query": q})).collect::<Vec<_>>(),
             "cairn_prometheus_disagree": disagreements,

@@ -30,6 +30,10 @@ pub struct SelectRequest<'a> {
     pub max_series: usize,
     /// Refuse once more samples than this would be returned; 0 = no limit.
     pub max_samples: usize,
+    /// Only the newest sample in `[start, end]` of each series is needed
+    /// (an instant selector evaluated at one time); a storage may return
+    /// just that one.
+    pub latest_only: bool,
 }
 
 /// A request for series, label names or label values: series matching any

@@ -166,23 +166,42 @@ impl Head {
         max_series: usize,
         max_samples: usize,
     ) -> Result<Vec<QuerySeries>, ServiceError> {
-        Self::read(self.matching(matchers), start, end, max_series, max_samples)
+        Self::read(self.matching(matchers), start, end, max_series, max_samples, false)
     }
 
-    /// The samples in `[start, end]` of `series` (see [`Head::select`]).
+    /// The samples in `[start, end]` of `series` (see [`Head::select`]);
+    /// with `latest_only`, just the newest of them.
     pub fn read(
         series: Vec<Arc<Series>>,
         start: i64,
         end: i64,
         max_series: usize,
         max_samples: usize,
+        latest_only: bool,
     ) -> Result<Vec<QuerySeries>, ServiceError> {
         let mut out = Vec::new();
         let mut total_samples = 0usize;
         for s in series {
-            let snap = s.data.lock().snapshot(start, end);
             let mut samples = Vec::new();
-            snap.decode_into(start, end, &mut samples);
+            let snap = {
+                let data = s.data.lock();
+                match data.last() {
+                    // The newest sample is kept decoded: no chunk to read.
+                    Some((t, v)) if latest_only && t <= end => {
+                        if t >= start {
+                            samples.push(cairn_common::Sample::new(t, v));
+                        }
+                        None
+                    }
+                    _ => Some(data.snapshot(start, end)),
+                }
+            };
+            if let Some(snap) = snap {
+                snap.decode_into(start, end, &mut samples);
+                if latest_only && samples.len() > 1 {
+                    samples.drain(..samples.len() - 1);
+                }
+            }
             if samples.is_empty() {
                 continue;
             }
@@ -315,6 +334,23 @@ mod tests {
         assert_eq!(head.label_values("job", &[], 1500, 5000, 0), vec!["a"], "time-filtered");
         assert_eq!(head.label_names(&[m.to_vec()], 0, 5000, 1), vec!["__name__"]);
         assert_eq!(head.series_labels(&[], 0, 5000, 0), vec![b, a]);
+    }
+
+    #[test]
+    fn latest_only_reads_the_newest_sample_in_range() {
+        let head = Head::new();
+        let l = Labels::from_pairs([("__name__", "x")]);
+        let (s, _) = head.create(l.hash64(), &l, None).expect("create");
+        for t in 0..300 {
+            s.data.lock().append(t * 10, t as f64);
+        }
+        let read = |start, end| {
+            let got = Head::read(vec![s.clone()], start, end, 0, 0, true).expect("read");
+            got.into_iter().flat_map(|x| x.samples).map(|x| (x.t, x.v)).collect::<Vec<_>>()
+        };
+        assert_eq!(read(0, 5000), vec![(2990, 299.0)], "from the kept newest sample");
+        assert_eq!(read(0, 1234), vec![(1230, 123.0)], "decoded when the range ends earlier");
+        assert_eq!(read(3000, 4000), vec![], "nothing in range");
     }
 
     #[test]

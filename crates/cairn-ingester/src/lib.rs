@@ -277,13 +277,14 @@ impl Pusher for Ingester {
 impl Queryable for Ingester {
     async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
         let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
-        let (start, end, max_series, max_samples) = (req.start, req.end, req.max_series, req.max_samples);
+        let (start, end, max_series, max_samples, latest) =
+            (req.start, req.end, req.max_series, req.max_samples, req.latest_only);
         let series = db.head().matching(req.matchers);
         // Decoding a few series costs less than handing them to a thread.
         if series.len() <= INLINE_SELECT_SERIES {
-            return head::Head::read(series, start, end, max_series, max_samples);
+            return head::Head::read(series, start, end, max_series, max_samples, latest);
         }
-        self.blocking(move |_| head::Head::read(series, start, end, max_series, max_samples)).await
+        self.blocking(move |_| head::Head::read(series, start, end, max_series, max_samples, latest)).await
     }
 
     async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {

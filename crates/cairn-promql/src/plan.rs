@@ -45,6 +45,9 @@ struct Need<'a> {
     vs: &'a VectorSelector,
     mint: i64,
     maxt: i64,
+    /// An instant selector read at one time only needs each series' newest
+    /// sample.
+    latest_only: bool,
 }
 
 pub fn offset_ms(o: &Option<Offset>) -> i64 {
@@ -87,11 +90,11 @@ fn collect<'a>(e: &'a Expr, g: Grid, t: &Timing, out: &mut Vec<Need<'a>>) {
     match e {
         Expr::VectorSelector(vs) => {
             let (lo, hi) = eval_span(vs, &g, t);
-            out.push(Need { vs, mint: lo - t.lookback, maxt: hi });
+            out.push(Need { vs, mint: lo - t.lookback, maxt: hi, latest_only: lo == hi });
         }
         Expr::MatrixSelector(ms) => {
             let (lo, hi) = eval_span(&ms.vs, &g, t);
-            out.push(Need { vs: &ms.vs, mint: lo - ms.range.as_millis() as i64, maxt: hi });
+            out.push(Need { vs: &ms.vs, mint: lo - ms.range.as_millis() as i64, maxt: hi, latest_only: false });
         }
         Expr::Subquery(sq) => {
             let step = sq.step.map(|d| d.as_millis() as i64).filter(|s| *s > 0).unwrap_or(t.default_step);
@@ -195,6 +198,7 @@ pub async fn fetch(
                 end: n.maxt,
                 max_series: left(max_series, selected),
                 max_samples: left(max_samples, loaded),
+                latest_only: n.latest_only,
             };
             let got = store.select(tenant, &req).await.map_err(|e| match e.code {
                 cairn_common::ErrorCode::TooManyRequests if e.message.contains("series") => series_error(),
