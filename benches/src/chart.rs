@@ -65,7 +65,8 @@ pub fn render(title: &str, systems: &[&str], panels: &[Panel]) -> String {
             let x = ox + 10.0 + i as f64 * bar_w;
             match v {
                 Some(v) => {
-                    let h = (v / max * plot_h).max(1.0);
+                    // Headroom above the tallest bar for its label.
+                    let h = (v / max * plot_h * 0.85).max(1.0);
                     let _ = write!(
                         s,
                         r#"<rect x="{x}" y="{}" width="{}" height="{h}" fill="{}"/><text x="{}" y="{}" text-anchor="middle">{}</text>"#,
