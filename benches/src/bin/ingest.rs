@@ -14,6 +14,10 @@ use cairn_distributor::{Distributor, Protocol};
 use cairn_ingester::{Ingester, IngesterConfig};
 use clap::Parser;
 
+/// The allocator the cairn binary uses, so that the figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 struct Args {
     #[arg(long, default_value_t = 50)]

@@ -15,35 +15,49 @@ use crate::error::{EvalError, Result, exec};
 use crate::kahan::{KahanSum, Mean, Variance};
 use crate::value::{Grid, Points, StepSeries, Value, format_value, go_g};
 
-/// The labels of the group a series belongs to.
-fn group_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+/// Whether label `name` belongs to the group key.
+fn in_group(name: &str, modifier: &Option<LabelModifier>) -> bool {
     match modifier {
-        None => Labels::default(),
-        Some(LabelModifier::Include(by)) => {
-            let mut l = labels.clone();
-            l.retain(|x| by.labels.contains(&x.name));
-            l
-        }
-        Some(LabelModifier::Exclude(without)) => {
-            let mut l = labels.clone();
-            l.retain(|x| !is_name_label(&x.name) && !without.labels.contains(&x.name));
-            l
-        }
+        None => false,
+        Some(LabelModifier::Include(by)) => by.labels.iter().any(|n| n == name),
+        Some(LabelModifier::Exclude(without)) => !is_name_label(name) && !without.labels.iter().any(|n| n == name),
     }
 }
 
+/// The labels of the group a series belongs to.
+fn group_labels(labels: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+    Labels::from_sorted(labels.iter().filter(|l| in_group(&l.name, modifier)).cloned().collect())
+}
+
+/// Hash of the group key of `labels`, computed without building it.
+fn group_hash(labels: &Labels, modifier: &Option<LabelModifier>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for l in labels.iter().filter(|l| in_group(&l.name, modifier)) {
+        l.name.hash(&mut h);
+        l.value.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Whether `labels` fall in the group with key `key`.
+fn same_group(labels: &Labels, key: &Labels, modifier: &Option<LabelModifier>) -> bool {
+    labels.iter().filter(|l| in_group(&l.name, modifier)).eq(key.iter())
+}
+
 /// Assigns each series a group; groups are numbered in first-seen order.
+/// A group's labels are built once, when the group is first seen.
 fn grouping(v: &[StepSeries], modifier: &Option<LabelModifier>) -> (Vec<Labels>, Vec<usize>) {
     let mut groups: Vec<Labels> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut of = Vec::with_capacity(v.len());
     for s in v {
-        let gl = group_labels(&s.labels, modifier);
-        let gi = match index.get(&gl) {
-            Some(&i) => i,
+        let bucket = index.entry(group_hash(&s.labels, modifier)).or_default();
+        let gi = match bucket.iter().copied().find(|&gi| same_group(&s.labels, &groups[gi], modifier)) {
+            Some(gi) => gi,
             None => {
-                index.insert(gl.clone(), groups.len());
-                groups.push(gl);
+                groups.push(group_labels(&s.labels, modifier));
+                bucket.push(groups.len() - 1);
                 groups.len() - 1
             }
         };
