@@ -22,8 +22,12 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     targets: usize,
     /// Scrape rounds to send (samples per series), as fast as accepted.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, conflicts_with = "duration")]
     rounds: usize,
+    /// The span of data to send instead of a round count (e.g. `6h`):
+    /// duration ÷ interval rounds.
+    #[arg(long)]
+    duration: Option<cairn_common::PromDuration>,
     /// Milliseconds between rounds in the data's timestamps.
     #[arg(long, default_value_t = 15_000)]
     interval_ms: i64,
@@ -57,7 +61,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let a = Args::parse();
+    let mut a = Args::parse();
+    if let Some(d) = a.duration {
+        a.rounds = (d.as_millis() as i64 / a.interval_ms.max(1)).max(1) as usize;
+    }
     let now = cairn_common::time::now_ms();
     let start = a.start_ms.unwrap_or(now - a.rounds as i64 * a.interval_ms);
     let mut w = Workload::new(a.workload, a.targets, a.rounds, a.interval_ms, start, a.seed);
