@@ -16,12 +16,116 @@ use rand::{Rng, SeedableRng};
 pub struct SeriesShape {
     pub labels: Vec<(String, String)>,
     pub counter: bool,
+    /// How the values move from one scrape to the next.
+    pub model: Model,
+}
+
+/// How a series' value moves between scrapes, after what exporters expose:
+/// many values are constant or integers; counted seconds have a few
+/// decimals; some durations have full float precision.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Model {
+    /// Never changes (sizes, flags, info series).
+    Const,
+    /// A counter of events or bytes: integer increments around `mean`,
+    /// none at all with probability `idle`.
+    CounterInt { mean: f64, idle: f64 },
+    /// A counter of seconds with `decimals` decimals (CPU seconds).
+    CounterDecimal { mean: f64, decimals: i32, idle: f64 },
+    /// A counter with full float precision (nanosecond clocks).
+    CounterFloat { mean: f64 },
+    /// An integer gauge moving in multiples of `step`, with probability
+    /// `change` per scrape (free bytes, open fds).
+    GaugeInt { step: f64, change: f64 },
+    /// A gauge with full float precision (durations).
+    GaugeFloat,
+}
+
+/// The value model of a node_exporter series, from its name and labels.
+fn node_model(name: &str, labels: &[(&str, String)], counter: bool) -> Model {
+    let label = |k: &str| labels.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+    let idle_device = ["lo", "veth", "br-", "wlan", "loop", "docker"].iter().any(|p| label("device").starts_with(p));
+    if !counter {
+        return match name {
+            n if n.ends_with("_duration_seconds") => Model::GaugeFloat,
+            n if n.starts_with("node_memory_") || n.starts_with("go_memstats_") => {
+                Model::GaugeInt { step: 4096.0, change: 0.5 }
+            }
+            "node_filesystem_avail_bytes" | "node_filesystem_free_bytes" => {
+                Model::GaugeInt { step: 4096.0, change: 0.3 }
+            }
+            "node_disk_io_now" | "process_open_fds" => Model::GaugeInt { step: 1.0, change: 0.2 },
+            _ => Model::Const,
+        };
+    }
+    match name {
+        "node_cpu_seconds_total" => match label("mode") {
+            "idle" => Model::CounterDecimal { mean: 14.0, decimals: 2, idle: 0.0 },
+            "user" | "system" => Model::CounterDecimal { mean: 0.6, decimals: 2, idle: 0.0 },
+            _ => Model::CounterDecimal { mean: 0.02, decimals: 2, idle: 0.7 },
+        },
+        "node_cpu_guest_seconds_total" => Model::CounterDecimal { mean: 0.0, decimals: 2, idle: 1.0 },
+        n if n.starts_with("node_schedstat_") && n.ends_with("seconds_total") => Model::CounterFloat { mean: 0.8 },
+        n if n.starts_with("node_disk_") && n.ends_with("seconds_total") => {
+            Model::CounterDecimal { mean: 0.05, decimals: 3, idle: if idle_device { 1.0 } else { 0.3 } }
+        }
+        n if n.ends_with("_seconds_total") => Model::CounterDecimal { mean: 0.02, decimals: 2, idle: 0.3 },
+        n if n.ends_with("_seconds_sum") => Model::CounterFloat { mean: 0.003 },
+        n if n.ends_with("_bytes_total") => {
+            Model::CounterInt { mean: 60_000.0, idle: if idle_device { 0.9 } else { 0.05 } }
+        }
+        n if n.ends_with("_bucket") || n.ends_with("_count") => Model::CounterInt { mean: 1.0, idle: 0.0 },
+        n if n.starts_with("node_network_") || n.starts_with("node_disk_") => {
+            Model::CounterInt { mean: 40.0, idle: if idle_device { 0.95 } else { 0.2 } }
+        }
+        n if n.starts_with("node_interrupts") || n.starts_with("node_netstat") => {
+            Model::CounterInt { mean: 8.0, idle: 0.5 }
+        }
+        _ => Model::CounterInt { mean: 100.0, idle: 0.1 },
+    }
 }
 
 fn add(out: &mut Vec<SeriesShape>, name: &str, counter: bool, labels: &[(&str, String)]) {
     let mut l = vec![("__name__".to_owned(), name.to_owned())];
     l.extend(labels.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    out.push(SeriesShape { labels: l, counter });
+    let model = node_model(name, labels, counter);
+    out.push(SeriesShape { labels: l, counter, model });
+}
+
+/// The next value of a node_exporter series. `units` holds the value in
+/// the model's own units (hundredths of a second, bytes, ...), so that
+/// decimal values come out as the nearest double, as exporters print them.
+fn next_value(model: Model, units: &mut f64, rng: &mut StdRng) -> f64 {
+    match model {
+        Model::Const => *units,
+        Model::CounterInt { mean, idle } => {
+            if rng.random_bool(1.0 - idle.clamp(0.0, 1.0)) {
+                *units += (rng.random_range(0.0..2.0 * mean)).round();
+            }
+            *units
+        }
+        Model::CounterDecimal { mean, decimals, idle } => {
+            let scale = 10f64.powi(decimals);
+            if rng.random_bool(1.0 - idle.clamp(0.0, 1.0)) {
+                *units += (rng.random_range(0.0..2.0 * mean) * scale).round();
+            }
+            *units / scale
+        }
+        Model::CounterFloat { mean } => {
+            *units += rng.random_range(0.0..2.0 * mean);
+            *units
+        }
+        Model::GaugeInt { step, change } => {
+            if rng.random_bool(change.clamp(0.0, 1.0)) {
+                *units = (*units + step * rng.random_range(-8.0..8.0f64).round()).max(0.0);
+            }
+            *units
+        }
+        Model::GaugeFloat => {
+            *units = rng.random_range(0.0001..0.05);
+            *units
+        }
+    }
 }
 
 /// The series one node_exporter target exposes (about 1,200).
@@ -337,16 +441,18 @@ impl Workload {
                     labels[ti] = (generation, self.target_labels(target, generation));
                 }
                 for (si, l) in labels[ti].1.iter().enumerate() {
-                    let v = &mut values[ti][si];
-                    *v = match (self.kind, self.shapes[si].counter) {
-                        (_, true) => *v + (rng.random_range(0.0..10.0f64) * 100.0).round() / 100.0,
-                        (Kind::Tsbs, false) => (*v + rng.random_range(-5.0..5.0f64)).clamp(0.0, 100.0),
-                        (Kind::Avalanche, false) => rng.random_range(0.0..100.0f64).round(),
-                        (Kind::Node, false) => (*v + rng.random_range(-5.0..5.0f64)).abs(),
+                    let units = &mut values[ti][si];
+                    let v = match self.kind {
+                        Kind::Node => next_value(self.shapes[si].model, units, &mut rng),
+                        Kind::Tsbs => {
+                            *units = (*units % 100.0 + rng.random_range(-5.0..5.0f64)).clamp(0.0, 100.0);
+                            *units
+                        }
+                        Kind::Avalanche => rng.random_range(0.0..100.0f64).round(),
                     };
                     pending.push(pb::TimeSeries {
                         labels: l.iter().map(|(n, v)| pb::Label { name: n.clone(), value: v.clone() }).collect(),
-                        samples: vec![pb::Sample { value: *v, timestamp: t }],
+                        samples: vec![pb::Sample { value: v, timestamp: t }],
                         ..Default::default()
                     });
                     if pending.len() == batch {
