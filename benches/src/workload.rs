@@ -32,13 +32,14 @@ pub enum Model {
     CounterInt { mean: f64, idle: f64 },
     /// A counter of seconds with `decimals` decimals (CPU seconds).
     CounterDecimal { mean: f64, decimals: i32, idle: f64 },
-    /// A counter with full float precision (nanosecond clocks).
-    CounterFloat { mean: f64 },
+    /// A counter of seconds from a nanosecond clock: nine decimals.
+    CounterNanos { mean: f64 },
     /// An integer gauge moving in multiples of `step`, with probability
     /// `change` per scrape (free bytes, open fds).
     GaugeInt { step: f64, change: f64 },
-    /// A gauge with full float precision (durations).
-    GaugeFloat,
+    /// A duration measured in nanoseconds, in seconds: nine decimals,
+    /// different every scrape.
+    GaugeNanos,
 }
 
 /// The value model of a node_exporter series, from its name and labels.
@@ -47,7 +48,7 @@ fn node_model(name: &str, labels: &[(&str, String)], counter: bool) -> Model {
     let idle_device = ["lo", "veth", "br-", "wlan", "loop", "docker"].iter().any(|p| label("device").starts_with(p));
     if !counter {
         return match name {
-            n if n.ends_with("_duration_seconds") => Model::GaugeFloat,
+            n if n.ends_with("_duration_seconds") => Model::GaugeNanos,
             n if n.starts_with("node_memory_") || n.starts_with("go_memstats_") => {
                 Model::GaugeInt { step: 4096.0, change: 0.5 }
             }
@@ -65,12 +66,12 @@ fn node_model(name: &str, labels: &[(&str, String)], counter: bool) -> Model {
             _ => Model::CounterDecimal { mean: 0.02, decimals: 2, idle: 0.7 },
         },
         "node_cpu_guest_seconds_total" => Model::CounterDecimal { mean: 0.0, decimals: 2, idle: 1.0 },
-        n if n.starts_with("node_schedstat_") && n.ends_with("seconds_total") => Model::CounterFloat { mean: 0.8 },
+        n if n.starts_with("node_schedstat_") && n.ends_with("seconds_total") => Model::CounterNanos { mean: 0.8 },
         n if n.starts_with("node_disk_") && n.ends_with("seconds_total") => {
             Model::CounterDecimal { mean: 0.05, decimals: 3, idle: if idle_device { 1.0 } else { 0.3 } }
         }
         n if n.ends_with("_seconds_total") => Model::CounterDecimal { mean: 0.02, decimals: 2, idle: 0.3 },
-        n if n.ends_with("_seconds_sum") => Model::CounterFloat { mean: 0.003 },
+        n if n.ends_with("_seconds_sum") => Model::CounterNanos { mean: 0.003 },
         n if n.ends_with("_bytes_total") => {
             Model::CounterInt { mean: 60_000.0, idle: if idle_device { 0.9 } else { 0.05 } }
         }
@@ -111,9 +112,9 @@ fn next_value(model: Model, units: &mut f64, rng: &mut StdRng) -> f64 {
             }
             *units / scale
         }
-        Model::CounterFloat { mean } => {
-            *units += rng.random_range(0.0..2.0 * mean);
-            *units
+        Model::CounterNanos { mean } => {
+            *units += (rng.random_range(0.0..2.0 * mean) * 1e9).round();
+            *units / 1e9
         }
         Model::GaugeInt { step, change } => {
             if rng.random_bool(change.clamp(0.0, 1.0)) {
@@ -121,9 +122,9 @@ fn next_value(model: Model, units: &mut f64, rng: &mut StdRng) -> f64 {
             }
             *units
         }
-        Model::GaugeFloat => {
-            *units = rng.random_range(0.0001..0.05);
-            *units
+        Model::GaugeNanos => {
+            *units = rng.random_range(100_000.0..50_000_000.0f64).round();
+            *units / 1e9
         }
     }
 }
@@ -429,8 +430,20 @@ impl Workload {
         let mut rng = StdRng::seed_from_u64(self.seed ^ targets.first().copied().unwrap_or(0) as u64);
         // Per target: its current generation and its series' label sets.
         let mut labels: Vec<(usize, Vec<LabelSet>)> = targets.iter().map(|t| (0, self.target_labels(*t, 0))).collect();
-        let mut values: Vec<Vec<f64>> =
-            targets.iter().map(|_| self.shapes.iter().map(|_| rng.random_range(0.0..100.0)).collect()).collect();
+        // Starting values in each model's units.
+        let mut values: Vec<Vec<f64>> = targets
+            .iter()
+            .map(|_| {
+                self.shapes
+                    .iter()
+                    .map(|sh| match sh.model {
+                        Model::GaugeInt { step, .. } => rng.random_range(1.0..100_000.0f64).round() * step,
+                        Model::GaugeNanos => 10_000_000.0,
+                        _ => rng.random_range(1.0..1_000_000.0f64).round(),
+                    })
+                    .collect()
+            })
+            .collect();
         let mut out = Vec::new();
         let mut pending: Vec<pb::TimeSeries> = Vec::with_capacity(batch);
         for r in 0..self.rounds {
