@@ -29,15 +29,16 @@ struct Args {
     zstd_level: i32,
 }
 
-type SeriesData = (Vec<(String, String)>, Vec<(i64, f64)>);
+type LabelPairs = Vec<(String, String)>;
+type SeriesData = (LabelPairs, Vec<(i64, f64)>);
 
 fn load(w: &Workload) -> Vec<SeriesData> {
-    let mut by_labels: std::collections::BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = Default::default();
+    let mut by_labels: std::collections::BTreeMap<LabelPairs, Vec<(i64, f64)>> = Default::default();
     for (body, _) in w.requests_v1(&(0..w.targets).collect::<Vec<_>>(), 100_000) {
         let raw = snap::raw::Decoder::new().decompress_vec(&body).expect("snappy");
         let req = cairn_proto::prometheus::WriteRequest::decode(raw.as_slice()).expect("proto");
         for ts in req.timeseries {
-            let l: Vec<(String, String)> = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
+            let l: LabelPairs = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
             by_labels.entry(l).or_default().extend(ts.samples.iter().map(|s| (s.timestamp, s.value)));
         }
     }
