@@ -75,3 +75,90 @@ pub trait Queryable: Send + Sync + 'static {
         metric: Option<&str>,
     ) -> Result<BTreeMap<String, Vec<MetricMetadata>>, ServiceError>;
 }
+
+/// Merges the answers of several selects (tiers, blocks, replicas) into one:
+/// series with the same labels become one, their samples sorted by time
+/// with duplicate timestamps kept once (the first answer's sample wins).
+/// With `latest_only`, each series keeps only its newest sample. Applies
+/// the request's series and sample limits to the merged result.
+pub fn merge_series(parts: Vec<Vec<Series>>, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
+    let mut parts: Vec<Vec<Series>> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    let mut out: Vec<Series> = if parts.len() == 1 {
+        parts.pop().unwrap_or_default()
+    } else {
+        let mut by_labels: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        for part in parts {
+            for s in part {
+                match by_labels.entry(s.labels) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(s.samples);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        let merged = e.get_mut();
+                        merged.extend(s.samples);
+                        // Stable: of equal timestamps the earlier answer's comes first and is kept.
+                        merged.sort_by_key(|x| x.t);
+                        merged.dedup_by_key(|x| x.t);
+                    }
+                }
+            }
+        }
+        by_labels.into_iter().map(|(labels, samples)| Series { labels, samples }).collect()
+    };
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    if req.latest_only {
+        for s in &mut out {
+            if s.samples.len() > 1 {
+                s.samples.drain(..s.samples.len() - 1);
+            }
+        }
+    }
+    if req.max_series > 0 && out.len() > req.max_series {
+        return Err(ServiceError::new(
+            crate::ErrorCode::TooManyRequests,
+            format!("the query would select more than {} series", req.max_series),
+        ));
+    }
+    let samples: usize = out.iter().map(|s| s.samples.len()).sum();
+    if req.max_samples > 0 && samples > req.max_samples {
+        return Err(ServiceError::new(
+            crate::ErrorCode::TooManyRequests,
+            format!("the query would load more than {} samples", req.max_samples),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(name: &str, ts: &[(i64, f64)]) -> Series {
+        Series {
+            labels: Labels::from_pairs([("__name__", name)]),
+            samples: ts.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+        }
+    }
+
+    fn req(latest_only: bool, max_series: usize, max_samples: usize) -> SelectRequest<'static> {
+        SelectRequest { matchers: &[], start: 0, end: 100, max_series, max_samples, latest_only }
+    }
+
+    #[test]
+    fn merge_dedups_overlaps_and_keeps_the_first_answer() {
+        let a = vec![series("a", &[(1, 1.0), (2, 2.0)]), series("c", &[(1, 1.0)])];
+        let b = vec![series("a", &[(2, 20.0), (3, 3.0)]), series("b", &[(5, 5.0)])];
+        let got = merge_series(vec![a, b], &req(false, 0, 0)).expect("merge");
+        assert_eq!(got, vec![series("a", &[(1, 1.0), (2, 2.0), (3, 3.0)]), series("b", &[(5, 5.0)]), series("c", &[(1, 1.0)])]);
+        let got = merge_series(vec![got, vec![]], &req(true, 0, 0)).expect("merge");
+        assert_eq!(got[0], series("a", &[(3, 3.0)]));
+    }
+
+    #[test]
+    fn merge_applies_limits() {
+        let a = vec![series("a", &[(1, 1.0), (2, 2.0)]), series("b", &[(1, 1.0)])];
+        assert!(merge_series(vec![a.clone()], &req(false, 1, 0)).is_err());
+        assert!(merge_series(vec![a.clone()], &req(false, 0, 2)).is_err());
+        assert!(merge_series(vec![a], &req(false, 2, 3)).is_ok());
+    }
+}

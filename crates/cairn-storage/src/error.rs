@@ -1,0 +1,36 @@
+//! Errors of the long-term tier.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("object storage: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid block data: {0}")]
+    Invalid(String),
+    #[error("invalid storage configuration: {0}")]
+    Config(String),
+    #[error("block {block}: {msg}")]
+    Corrupt { block: String, msg: String },
+    #[error("block {block} has format version {version}, newer than this Cairn reads ({supported})")]
+    UnsupportedVersion { block: String, version: u32, supported: u32 },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for cairn_common::status::ServiceError {
+    fn from(e: Error) -> Self {
+        use cairn_common::ErrorCode;
+        let code = match &e {
+            Error::ObjectStore(_) | Error::Io(_) => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        };
+        cairn_common::status::ServiceError::new(code, format!("long-term storage: {e}"))
+    }
+}

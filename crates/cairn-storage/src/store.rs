@@ -1,0 +1,327 @@
+//! The long-term tier as a [`Queryable`]: blocks listed by the bucket
+//! index, their footers cached, their rows read selectively.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cairn_common::metrics::Registry;
+use cairn_common::push::MetricMetadata;
+use cairn_common::status::ServiceError;
+use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, merge_series};
+use cairn_common::{Labels, MatchOp, Matcher, TenantId};
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tracing::warn;
+use ulid::Ulid;
+
+use crate::block::BlockReader;
+use crate::index::{self, BucketIndex};
+use crate::meta::BlockMeta;
+use crate::{Result, paths};
+
+/// Blocks read at once by one query.
+const READ_CONCURRENCY: usize = 8;
+
+#[derive(Debug, Default)]
+struct StoreMetrics {
+    cache_bytes: Gauge,
+    cache_entries: Gauge,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_evictions: Counter,
+    read_bytes: Counter,
+    blocks_queried: Counter,
+    index_refresh_failures: Counter,
+}
+
+impl StoreMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("cairn_storage");
+        r.register("metadata_cache_bytes", "Heap bytes of cached block footers and page indexes", self.cache_bytes.clone());
+        r.register("metadata_cache_entries", "Blocks whose footer is cached", self.cache_entries.clone());
+        r.register("metadata_cache_hits", "Block opens served from the footer cache", self.cache_hits.clone());
+        r.register("metadata_cache_misses", "Block opens that fetched the footer", self.cache_misses.clone());
+        r.register("metadata_cache_evictions", "Footers dropped from the cache to stay under its size", self.cache_evictions.clone());
+        r.register("read_bytes", "Bytes of block files fetched from object storage by queries", self.read_bytes.clone());
+        r.register("blocks_queried", "Blocks read by queries", self.blocks_queried.clone());
+        r.register(
+            "bucket_index_refresh_failures",
+            "Failed reads of a bucket index (the last one read is used meanwhile)",
+            self.index_refresh_failures.clone(),
+        );
+    }
+}
+
+struct CachedReader {
+    reader: Arc<BlockReader>,
+    bytes: usize,
+    last_used: u64,
+}
+
+/// Footers by block id, least recently used dropped beyond `limit` bytes.
+#[derive(Default)]
+struct ReaderCache {
+    entries: HashMap<Ulid, CachedReader>,
+    bytes: usize,
+    clock: u64,
+}
+
+struct CachedIndex {
+    index: Arc<BucketIndex>,
+    fetched: Instant,
+}
+
+struct Inner {
+    bucket: Arc<dyn ObjectStore>,
+    refresh: Duration,
+    cache_limit: usize,
+    indexes: Mutex<HashMap<TenantId, CachedIndex>>,
+    readers: Mutex<ReaderCache>,
+    metrics: StoreMetrics,
+}
+
+/// Read access to the blocks of every tenant in a bucket. Cheap to clone.
+#[derive(Clone)]
+pub struct BlockStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BlockStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockStore").field("bucket", &self.inner.bucket).finish()
+    }
+}
+
+impl BlockStore {
+    pub fn new(bucket: Arc<dyn ObjectStore>, refresh: Duration, cache_limit: usize, registry: &mut Registry) -> Self {
+        let metrics = StoreMetrics::default();
+        metrics.register(registry);
+        Self {
+            inner: Arc::new(Inner {
+                bucket,
+                refresh,
+                cache_limit,
+                indexes: Mutex::new(HashMap::new()),
+                readers: Mutex::new(ReaderCache::default()),
+                metrics,
+            }),
+        }
+    }
+
+    pub fn bucket(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.bucket
+    }
+
+    /// Bytes of block files fetched so far.
+    pub fn read_bytes(&self) -> u64 {
+        self.inner.metrics.read_bytes.get()
+    }
+
+    /// Tells the store about an index this process just wrote, so that its
+    /// blocks are queryable at once.
+    pub fn notify(&self, tenant: &TenantId, index: BucketIndex) {
+        let mut indexes = self.inner.indexes.lock();
+        let newer = indexes.get(tenant).is_none_or(|c| c.index.generation < index.generation);
+        if newer {
+            indexes.insert(tenant.clone(), CachedIndex { index: Arc::new(index), fetched: Instant::now() });
+        }
+    }
+
+    /// The tenant's bucket index, re-read when older than the refresh
+    /// interval. A failed re-read keeps the last index (and is counted).
+    pub async fn index(&self, tenant: &TenantId) -> Result<Arc<BucketIndex>> {
+        let known = {
+            let indexes = self.inner.indexes.lock();
+            match indexes.get(tenant) {
+                Some(c) if c.fetched.elapsed() < self.inner.refresh => return Ok(c.index.clone()),
+                Some(c) => Some(c.index.clone()),
+                None => None,
+            }
+        };
+        let from = known.as_ref().map_or(0, |i| i.generation);
+        match index::read_latest(self.inner.bucket.as_ref(), tenant, from).await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                let mut indexes = self.inner.indexes.lock();
+                let entry = indexes
+                    .entry(tenant.clone())
+                    .or_insert_with(|| CachedIndex { index: fresh.clone(), fetched: Instant::now() });
+                if entry.index.generation <= fresh.generation {
+                    *entry = CachedIndex { index: fresh, fetched: Instant::now() };
+                }
+                Ok(entry.index.clone())
+            }
+            Err(e) => {
+                self.inner.metrics.index_refresh_failures.inc();
+                match known {
+                    Some(index) => {
+                        warn!(tenant = %tenant, error = %e, "reading the bucket index failed; using the last one read");
+                        Ok(index)
+                    }
+                    None => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The reader of a block, from the cache or by loading its footer.
+    async fn reader(&self, tenant: &TenantId, meta: &BlockMeta) -> Result<Arc<BlockReader>> {
+        {
+            let mut cache = self.inner.readers.lock();
+            cache.clock += 1;
+            let clock = cache.clock;
+            if let Some(e) = cache.entries.get_mut(&meta.id) {
+                e.last_used = clock;
+                self.inner.metrics.cache_hits.inc();
+                return Ok(e.reader.clone());
+            }
+        }
+        self.inner.metrics.cache_misses.inc();
+        let read_bytes = self.inner.metrics.read_bytes.clone();
+        let counter = Arc::new(move |n: u64| {
+            read_bytes.inc_by(n);
+        });
+        let reader =
+            Arc::new(BlockReader::open(self.inner.bucket.clone(), paths::data(tenant, meta.id), meta.bytes, counter).await?);
+        let bytes = reader.memory_size();
+        let mut cache = self.inner.readers.lock();
+        cache.clock += 1;
+        let last_used = cache.clock;
+        if let Some(old) = cache.entries.insert(meta.id, CachedReader { reader: reader.clone(), bytes, last_used }) {
+            cache.bytes -= old.bytes;
+        }
+        cache.bytes += bytes;
+        while cache.bytes > self.inner.cache_limit && cache.entries.len() > 1 {
+            let Some((&victim, _)) = cache.entries.iter().filter(|(id, _)| **id != meta.id).min_by_key(|(_, e)| e.last_used)
+            else {
+                break;
+            };
+            if let Some(e) = cache.entries.remove(&victim) {
+                cache.bytes -= e.bytes;
+                self.inner.metrics.cache_evictions.inc();
+            }
+        }
+        self.inner.metrics.cache_bytes.set(cache.bytes as i64);
+        self.inner.metrics.cache_entries.set(cache.entries.len() as i64);
+        Ok(reader)
+    }
+
+    /// Drops a block's footer from the cache (the block was deleted).
+    pub fn forget(&self, id: Ulid) {
+        let mut cache = self.inner.readers.lock();
+        if let Some(e) = cache.entries.remove(&id) {
+            cache.bytes -= e.bytes;
+        }
+        self.inner.metrics.cache_bytes.set(cache.bytes as i64);
+        self.inner.metrics.cache_entries.set(cache.entries.len() as i64);
+    }
+
+    /// Runs `f` on the reader of every live block overlapping `[start, end]`,
+    /// a few at a time, and returns the answers in block order.
+    async fn each_block<T, F, Fut>(&self, tenant: &TenantId, start: i64, end: i64, f: F) -> Result<Vec<T>>
+    where
+        F: Fn(Arc<BlockReader>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let index = self.index(tenant).await?;
+        let metas: Vec<BlockMeta> = index.live_overlapping(start, end).cloned().collect();
+        self.inner.metrics.blocks_queried.inc_by(metas.len() as u64);
+        let f = &f;
+        futures::stream::iter(metas)
+            .map(|meta| async move { f(self.reader(tenant, &meta).await?).await })
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    async fn series_sets(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<BTreeSet<Labels>> {
+        let sets = matcher_sets_or_all(req.matcher_sets);
+        let (start, end) = (req.start, req.end);
+        let mut out = BTreeSet::new();
+        for set in &sets {
+            let answers = self.each_block(tenant, start, end, |r| async move { r.series(set, start, end).await }).await?;
+            out.extend(answers.into_iter().flatten());
+        }
+        Ok(out)
+    }
+}
+
+/// The request's matcher sets, or one that matches every series.
+fn matcher_sets_or_all(sets: &[Vec<Matcher>]) -> Vec<Vec<Matcher>> {
+    if sets.is_empty() {
+        let all = Matcher::new(MatchOp::Regex, cairn_common::labels::METRIC_NAME, ".*").expect("valid regex");
+        vec![vec![all]]
+    } else {
+        sets.to_vec()
+    }
+}
+
+fn limited<T>(mut v: Vec<T>, limit: usize) -> Vec<T> {
+    if limit > 0 {
+        v.truncate(limit);
+    }
+    v
+}
+
+#[async_trait]
+impl Queryable for BlockStore {
+    async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
+        let (matchers, start, end, latest) = (req.matchers, req.start, req.end, req.latest_only);
+        let parts = self
+            .each_block(tenant, start, end, |r| async move { r.select(matchers, start, end, latest).await })
+            .await?;
+        merge_series(parts, req)
+    }
+
+    async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {
+        Ok(limited(self.series_sets(tenant, req).await?.into_iter().collect(), req.limit))
+    }
+
+    async fn label_names(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {
+        let names: BTreeSet<String> = if req.matcher_sets.is_empty() {
+            let answers = self
+                .each_block(tenant, req.start, req.end, |r| async move {
+                    Ok(r.label_names().map(str::to_owned).collect::<Vec<_>>())
+                })
+                .await?;
+            answers.into_iter().flatten().collect()
+        } else {
+            let series = self.series_sets(tenant, req).await?;
+            series.iter().flat_map(|l| l.iter().map(|l| l.name.clone())).collect()
+        };
+        Ok(limited(names.into_iter().collect(), req.limit))
+    }
+
+    async fn label_values(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        req: &LabelsRequest<'_>,
+    ) -> Result<Vec<String>, ServiceError> {
+        let has = Matcher::new(MatchOp::Regex, name, ".+").map_err(|e| ServiceError::bad_data(e.to_string()))?;
+        let (start, end) = (req.start, req.end);
+        let mut values = BTreeSet::new();
+        for mut set in matcher_sets_or_all(req.matcher_sets) {
+            set.push(has.clone());
+            let set = &set;
+            let answers =
+                self.each_block(tenant, start, end, |r| async move { r.label_values(name, set, start, end).await }).await?;
+            values.extend(answers.into_iter().flatten());
+        }
+        Ok(limited(values.into_iter().collect(), req.limit))
+    }
+
+    async fn metadata(
+        &self,
+        _tenant: &TenantId,
+        _metric: Option<&str>,
+    ) -> Result<BTreeMap<String, Vec<MetricMetadata>>, ServiceError> {
+        // Blocks hold samples only; metadata lives in the ingesters.
+        Ok(BTreeMap::new())
+    }
+}
