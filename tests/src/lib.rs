@@ -253,3 +253,124 @@ pub fn vector(v: &serde_json::Value) -> Vec<(String, f64)> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+/// A real S3-compatible server (s3s-fs) on loopback, keeping its objects
+/// in a directory; each subdirectory is a bucket.
+pub struct S3Server {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub const S3_ACCESS_KEY: &str = "test";
+pub const S3_SECRET_KEY: &str = "testtest";
+
+impl S3Server {
+    /// Starts s3s-fs with bucket `bucket`, or `None` when it is not installed
+    /// (the caller skips, or fails under `CAIRN_REQUIRE_PEERS=1`).
+    pub fn start(dir: &Path, bucket: &str) -> Result<Option<Self>> {
+        if which("s3s-fs").is_none() {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(dir.join(bucket))?;
+        let mut s = S3Server { port: free_port(), dir: dir.to_owned(), child: None };
+        s.spawn()?;
+        Ok(Some(s))
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.with_extension("log"))?;
+        let child = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(&self.dir)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawning s3s-fs")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("s3s-fs did not listen on {} within 30s", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `cairn` flags that store blocks in `bucket` on this server.
+    pub fn cairn_flags(&self, bucket: &str) -> Vec<String> {
+        vec![
+            "--storage.backend=s3".into(),
+            format!("--storage.s3.endpoint={}", self.endpoint()),
+            format!("--storage.s3.bucket={bucket}"),
+            format!("--storage.s3.access-key-id={S3_ACCESS_KEY}"),
+            format!("--storage.s3.secret-access-key={S3_SECRET_KEY}"),
+            "--storage.s3.insecure=true".into(),
+        ]
+    }
+
+    /// Stops the server (SIGKILL), as an outage.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut ch) = self.child.take() {
+            ch.kill()?;
+            ch.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same port and directory.
+    pub fn resume(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Runs a range query and returns the parsed JSON.
+pub async fn query_range(
+    c: &reqwest::Client,
+    base: &str,
+    q: &str,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+) -> Result<serde_json::Value> {
+    let secs = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+    let v: serde_json::Value = c
+        .get(format!("{base}/api/v1/query_range"))
+        .query(&[("query", q), ("start", &secs(start_ms)), ("end", &secs(end_ms)), ("step", &secs(step_ms))])
+        .send()
+        .await?
+        .json()
+        .await?;
+    if v["status"] != "success" {
+        bail!("query_range {q} failed: {v}");
+    }
+    Ok(v)
+}
+
+/// The sum of every sample of a metric family in a `/metrics` page
+/// (0 when absent).
+pub async fn metric(c: &reqwest::Client, base: &str, name: &str) -> Result<f64> {
+    let text = c.get(format!("{base}/metrics")).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let family = key.split('{').next()?;
+            (family == name).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum())
+}

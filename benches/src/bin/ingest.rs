@@ -40,7 +40,7 @@ fn main() -> Result<()> {
         "interval" => cairn_ingester::wal::SyncMode::Interval,
         _ => cairn_ingester::wal::SyncMode::None,
     };
-    let ingester = Ingester::new(cfg, dir.path(), &mut registry)?;
+    let ingester = Ingester::new(cfg, dir.path(), &mut registry, None)?;
     ingester.replay_all()?;
     let d = Distributor::new(Default::default(), Default::default(), Arc::new(ingester), &mut registry);
     let now = cairn_common::time::now_ms();

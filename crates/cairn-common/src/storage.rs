@@ -149,7 +149,10 @@ mod tests {
         let a = vec![series("a", &[(1, 1.0), (2, 2.0)]), series("c", &[(1, 1.0)])];
         let b = vec![series("a", &[(2, 20.0), (3, 3.0)]), series("b", &[(5, 5.0)])];
         let got = merge_series(vec![a, b], &req(false, 0, 0)).expect("merge");
-        assert_eq!(got, vec![series("a", &[(1, 1.0), (2, 2.0), (3, 3.0)]), series("b", &[(5, 5.0)]), series("c", &[(1, 1.0)])]);
+        assert_eq!(
+            got,
+            vec![series("a", &[(1, 1.0), (2, 2.0), (3, 3.0)]), series("b", &[(5, 5.0)]), series("c", &[(1, 1.0)])]
+        );
         let got = merge_series(vec![got, vec![]], &req(true, 0, 0)).expect("merge");
         assert_eq!(got[0], series("a", &[(3, 3.0)]));
     }

@@ -31,6 +31,17 @@ pub struct IngesterConfig {
     )]
     pub max_series_per_tenant: usize,
 
+    /// Length of the block periods the head is cut into and uploaded as
+    /// Parquet blocks.
+    #[arg(
+        long = "ingester.block-duration",
+        id = "ingester.block_duration",
+        env = "CAIRN_INGESTER_BLOCK_DURATION",
+        value_name = "DURATION",
+        default_value = "2h"
+    )]
+    pub block_duration: PromDuration,
+
     #[command(flatten)]
     pub wal: WalConfig,
 }
@@ -88,6 +99,7 @@ impl Default for IngesterConfig {
         Self {
             out_of_order_time_window: PromDuration::from_millis(0),
             max_series_per_tenant: 0,
+            block_duration: PromDuration::from_secs(2 * 3600),
             wal: WalConfig::default(),
         }
     }
@@ -106,6 +118,9 @@ impl Default for WalConfig {
 
 impl IngesterConfig {
     pub fn validate(&self) -> Result<(), String> {
+        if self.block_duration.as_millis() < 10_000 {
+            return Err("ingester.block_duration must be at least 10s".into());
+        }
         if self.wal.segment_size_bytes < 1 << 16 {
             return Err("ingester.wal.segment_size_bytes must be at least 65536".into());
         }

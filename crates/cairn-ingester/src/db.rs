@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, RejectReason, Rejection};
@@ -68,6 +69,22 @@ pub struct TenantDb {
     metrics: Arc<IngesterMetrics>,
     /// WAL position of the last checkpoint's cut, to skip idle checkpoints.
     last_checkpoint: Mutex<Option<Position>>,
+    /// Samples older than this are refused: their block period was cut.
+    /// Persisted in `min-valid-time` so that it survives restarts.
+    min_valid_time: AtomicI64,
+}
+
+const MIN_VALID_TIME_FILE: &str = "min-valid-time";
+
+fn read_min_valid_time(dir: &Path) -> std::io::Result<i64> {
+    match std::fs::read_to_string(dir.join(MIN_VALID_TIME_FILE)) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{MIN_VALID_TIME_FILE}: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(i64::MIN),
+        Err(e) => Err(e),
+    }
 }
 
 impl std::fmt::Debug for TenantDb {
@@ -177,6 +194,7 @@ impl TenantDb {
             metrics.wal_corruptions.inc();
         }
         let wal = Wal::open(dir, opts.segment_size).map_err(io)?;
+        let min_valid_time = read_min_valid_time(dir).map_err(io)?;
         let num_series = head.num_series();
         metrics.tenant_series(&tenant).set(num_series as i64);
         info!(
@@ -197,7 +215,47 @@ impl TenantDb {
             metadata: RwLock::new(metadata),
             metrics,
             last_checkpoint: Mutex::new(None),
+            min_valid_time: AtomicI64::new(min_valid_time),
         })
+    }
+
+    pub fn min_valid_time(&self) -> i64 {
+        self.min_valid_time.load(Ordering::Acquire)
+    }
+
+    /// Refuses samples older than `t` from now on (durably). Taken under
+    /// the append lock: once this returns, no append older than `t` is in
+    /// flight, so a block cut below `t` is final.
+    pub fn set_min_valid_time(&self, t: i64) -> std::io::Result<()> {
+        let _guard = self.append.lock();
+        if t <= self.min_valid_time() {
+            return Ok(());
+        }
+        let dir = self.wal.dir();
+        let tmp = dir.join(format!("{MIN_VALID_TIME_FILE}.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, t.to_string().as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, dir.join(MIN_VALID_TIME_FILE))?;
+        std::fs::File::open(dir)?.sync_all()?;
+        self.min_valid_time.store(t, Ordering::Release);
+        Ok(())
+    }
+
+    /// Drops head samples older than `cut` (they are in an uploaded block)
+    /// and the series left empty, then checkpoints so that a restart does
+    /// not bring them back from the WAL.
+    pub fn truncate_head(&self, cut: i64) -> std::io::Result<(u64, usize)> {
+        let dropped = {
+            let _guard = self.append.lock();
+            self.head.truncate(cut)
+        };
+        self.metrics.tenant_series(&self.tenant).set(self.head.num_series() as i64);
+        *self.last_checkpoint.lock() = None;
+        self.checkpoint()?;
+        Ok(dropped)
     }
 
     pub fn head(&self) -> &Head {
@@ -225,6 +283,7 @@ impl TenantDb {
             sc.admitted.clear();
             sc.plan.clear();
             sc.pending.clear();
+            let min_valid_time = self.min_valid_time();
 
             // Steps 1 and 2.
             for entry in &batch.series {
@@ -258,6 +317,15 @@ impl TenantDb {
                     let data = series.data.lock();
                     let mut last = sc.pending.get(&series.series_ref).copied().or_else(|| data.last());
                     for s in &entry.samples {
+                        if s.t < min_valid_time {
+                            reject(RejectReason::TooOld, 1, &|| {
+                                format!(
+                                    "sample at {} is older than {min_valid_time}, the start of the period not yet written to a block, series {}",
+                                    s.t, entry.labels
+                                )
+                            });
+                            continue;
+                        }
                         match data.admit(last, s.t, s.v, self.opts.ooo_window_ms) {
                             Admit::InOrder => {
                                 sc.admitted.push((series.series_ref, s.t, s.v));

@@ -149,6 +149,67 @@ impl Head {
         self.index.read().series.iter().flatten().cloned().collect()
     }
 
+    /// The oldest and newest sample timestamps in the head.
+    pub fn time_bounds(&self) -> Option<(i64, i64)> {
+        let mut bounds: Option<(i64, i64)> = None;
+        for s in self.all_series() {
+            let data = s.data.lock();
+            if let (Some(lo), Some(hi)) = (data.min_time(), data.max_time()) {
+                bounds = Some(bounds.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            }
+        }
+        bounds
+    }
+
+    /// Drops every sample older than `cut`, and the series left without
+    /// samples. The caller holds the tenant's append lock, so no append
+    /// races with the removal of a series. Returns the samples and series
+    /// dropped.
+    pub fn truncate(&self, cut: i64) -> (u64, usize) {
+        let mut dropped = 0;
+        let mut emptied = Vec::new();
+        for s in self.all_series() {
+            let mut data = s.data.lock();
+            if data.min_time().is_some_and(|t| t < cut) {
+                dropped += data.truncate_before(cut);
+            }
+            if data.is_empty() {
+                emptied.push(s.series_ref);
+            }
+        }
+        if !emptied.is_empty() {
+            let mut ix = self.index.write();
+            for &r in &emptied {
+                let Some(s) = ix.series[r as usize].take() else { continue };
+                let hash = s.labels.to_labels().hash64();
+                if ix.by_hash.get(&hash) == Some(&r) {
+                    ix.by_hash.remove(&hash);
+                    // A colliding series takes over the primary slot.
+                    if let Some(list) = ix.collisions.get_mut(&hash)
+                        && let Some(next) = list.pop()
+                    {
+                        ix.by_hash.insert(hash, next);
+                    }
+                } else if let Some(list) = ix.collisions.get_mut(&hash) {
+                    list.retain(|x| *x != r);
+                }
+                if ix.collisions.get(&hash).is_some_and(Vec::is_empty) {
+                    ix.collisions.remove(&hash);
+                }
+                ix.num_series -= 1;
+            }
+            // Postings are rebuilt rather than edited: this runs once per
+            // block period, and rebuilding keeps every list sorted.
+            let mut postings = Index::default();
+            for s in ix.series.iter().flatten() {
+                postings.add(s.series_ref, s.labels.pairs().map_while(|p| p));
+            }
+            ix.postings = postings;
+        }
+        self.samples_in_memory.fetch_sub(dropped.min(self.samples_in_memory()), Ordering::Relaxed);
+        (dropped, emptied.len())
+    }
+
     /// Series matching all `matchers` (index lookups only).
     pub fn matching(&self, matchers: &[Matcher]) -> Vec<Arc<Series>> {
         let ix = self.index.read();

@@ -23,6 +23,7 @@ pub mod db;
 pub mod grpc;
 pub mod head;
 pub mod metrics;
+pub mod shipper;
 pub mod wal;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +44,7 @@ use tracing::{error, info, warn};
 pub use config::IngesterConfig;
 use db::{DbOptions, TenantDb};
 use metrics::IngesterMetrics;
+use shipper::{BlockSink, Shipper};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -65,6 +67,7 @@ struct Inner {
     opening: Mutex<()>,
     metrics: Arc<IngesterMetrics>,
     ready: AtomicBool,
+    shipper: Option<Arc<Shipper>>,
 }
 
 /// A cheap-to-clone handle to the ingester of this process.
@@ -80,8 +83,26 @@ impl std::fmt::Debug for Ingester {
 }
 
 impl Ingester {
-    pub fn new(cfg: IngesterConfig, data_dir: &Path, registry: &mut Registry) -> Result<Self, Error> {
+    /// An ingester keeping its state under `data_dir`. With a `sink`, it
+    /// cuts its heads into blocks and ships them there; without one, the
+    /// head only grows (benchmarks, tests of the write path).
+    pub fn new(
+        cfg: IngesterConfig,
+        data_dir: &Path,
+        registry: &mut Registry,
+        sink: Option<BlockSink>,
+    ) -> Result<Self, Error> {
         cfg.validate().map_err(Error::Config)?;
+        let shipper = sink.map(|sink| {
+            let s = Shipper::new(
+                sink,
+                data_dir,
+                cfg.block_duration.as_millis() as i64,
+                cfg.out_of_order_time_window.as_millis() as i64,
+            );
+            s.metrics.register(registry);
+            Arc::new(s)
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -90,6 +111,7 @@ impl Ingester {
                 opening: Mutex::new(()),
                 metrics: Arc::new(IngesterMetrics::new(registry)),
                 ready: AtomicBool::new(false),
+                shipper,
             }),
         })
     }
@@ -173,6 +195,17 @@ impl Ingester {
         db.push(batch)
     }
 
+    /// Uploads pending blocks and cuts every final block period now.
+    pub async fn ship_blocks(&self) -> Result<(), ServiceError> {
+        match &self.inner.shipper {
+            Some(s) => s
+                .ship_all(self)
+                .await
+                .map_err(|e| ServiceError::new(ErrorCode::Unavailable, format!("shipping blocks: {e}"))),
+            None => Ok(()),
+        }
+    }
+
     /// fsyncs every tenant's WAL.
     pub fn sync_all(&self) {
         for db in self.tenants() {
@@ -225,6 +258,10 @@ impl Ingester {
             d if d.is_zero() => Duration::from_secs(3600 * 24 * 365),
             d => d,
         };
+        let shipping = self.inner.shipper.clone().map(|s| {
+            let (this, shutdown) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move { s.run(this, shutdown).await })
+        });
         let mut sync_tick = tokio::time::interval(sync_every);
         let mut checkpoint_tick = tokio::time::interval(checkpoint_every);
         let mut memory_tick = tokio::time::interval(Duration::from_secs(60));
@@ -248,6 +285,9 @@ impl Ingester {
                     }).await;
                 }
             }
+        }
+        if let Some(task) = shipping {
+            let _ = task.await;
         }
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || this.sync_all()).await;

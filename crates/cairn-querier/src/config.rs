@@ -81,6 +81,18 @@ pub struct QuerierConfig {
         value_name = "BOOL"
     )]
     pub delayed_name_removal: bool,
+
+    /// Ingesters are asked only for the part of a query's range newer than
+    /// this (0 = always); older data is read from blocks. Keep it longer
+    /// than the ingester's block duration plus its upload delay.
+    #[arg(
+        long = "querier.query-ingesters-within",
+        id = "querier.query_ingesters_within",
+        env = "CAIRN_QUERIER_QUERY_INGESTERS_WITHIN",
+        value_name = "DURATION",
+        default_value = "13h"
+    )]
+    pub query_ingesters_within: PromDuration,
 }
 
 impl Default for QuerierConfig {
@@ -93,6 +105,7 @@ impl Default for QuerierConfig {
             max_concurrency: 20,
             default_subquery_step: PromDuration::from_secs(60),
             delayed_name_removal: false,
+            query_ingesters_within: PromDuration::from_secs(13 * 3600),
         }
     }
 }

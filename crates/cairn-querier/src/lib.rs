@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod json;
 pub mod params;
+pub mod tiers;
 
 use std::sync::Arc;
 

@@ -27,8 +27,8 @@ use bytes::Bytes;
 use cairn_common::storage::Series;
 use cairn_common::{Label, Labels, Matcher, Sample};
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use futures::future::BoxFuture;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
@@ -382,8 +382,9 @@ impl BlockReader {
 
     fn check_version(&self) -> Result<()> {
         let v = self.key_value(KV_FORMAT_VERSION).unwrap_or_default();
-        let version: u32 =
-            v.parse().map_err(|_| Error::Corrupt { block: self.path.to_string(), msg: format!("format version {v:?}") })?;
+        let version: u32 = v
+            .parse()
+            .map_err(|_| Error::Corrupt { block: self.path.to_string(), msg: format!("format version {v:?}") })?;
         if version > FORMAT_VERSION {
             return Err(Error::UnsupportedVersion { block: self.path.to_string(), version, supported: FORMAT_VERSION });
         }
@@ -425,7 +426,12 @@ impl BlockReader {
     }
 
     fn input(&self) -> ObjectReader {
-        ObjectReader { store: self.store.clone(), path: self.path.clone(), size: self.size, counter: self.counter.clone() }
+        ObjectReader {
+            store: self.store.clone(),
+            path: self.path.clone(),
+            size: self.size,
+            counter: self.counter.clone(),
+        }
     }
 
     /// Row groups whose label statistics allow a match.
@@ -585,9 +591,7 @@ impl BlockReader {
         let mut any = false;
         for batch in &batches {
             let mut keep = vec![true; batch.num_rows()];
-            if let (Some(lo), Some(hi)) =
-                (batch.column_by_name(COL_MIN_TIME), batch.column_by_name(COL_MAX_TIME))
-            {
+            if let (Some(lo), Some(hi)) = (batch.column_by_name(COL_MIN_TIME), batch.column_by_name(COL_MAX_TIME)) {
                 let (lo, hi) = (lo.as_primitive::<Int64Type>(), hi.as_primitive::<Int64Type>());
                 for (row, k) in keep.iter_mut().enumerate() {
                     *k = hi.value(row) >= f.start && lo.value(row) <= f.end;

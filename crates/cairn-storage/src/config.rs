@@ -48,6 +48,17 @@ pub struct StorageConfig {
 
     /// Memory for cached block footers and page indexes, in bytes; the
     /// least recently used are dropped beyond it.
+    /// Time between a block's deletion mark and its deletion: at least
+    /// the bucket index refresh interval plus the longest query.
+    #[arg(
+        long = "storage.deletion-delay",
+        id = "storage.deletion_delay",
+        env = "CAIRN_STORAGE_DELETION_DELAY",
+        value_name = "DURATION",
+        default_value = "2h"
+    )]
+    pub deletion_delay: PromDuration,
+
     #[arg(
         long = "storage.metadata-cache-bytes",
         id = "storage.metadata_cache_bytes",
@@ -95,13 +106,31 @@ pub struct FilesystemConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     /// Endpoint URL, e.g. `http://minio:9000`; empty means AWS S3.
-    #[arg(long = "storage.s3.endpoint", id = "storage.s3.endpoint", env = "CAIRN_STORAGE_S3_ENDPOINT", value_name = "URL", default_value = "")]
+    #[arg(
+        long = "storage.s3.endpoint",
+        id = "storage.s3.endpoint",
+        env = "CAIRN_STORAGE_S3_ENDPOINT",
+        value_name = "URL",
+        default_value = ""
+    )]
     pub endpoint: String,
     /// Bucket name.
-    #[arg(long = "storage.s3.bucket", id = "storage.s3.bucket", env = "CAIRN_STORAGE_S3_BUCKET", value_name = "NAME", default_value = "")]
+    #[arg(
+        long = "storage.s3.bucket",
+        id = "storage.s3.bucket",
+        env = "CAIRN_STORAGE_S3_BUCKET",
+        value_name = "NAME",
+        default_value = ""
+    )]
     pub bucket: String,
     /// Region; empty takes AWS_REGION, else us-east-1.
-    #[arg(long = "storage.s3.region", id = "storage.s3.region", env = "CAIRN_STORAGE_S3_REGION", value_name = "REGION", default_value = "")]
+    #[arg(
+        long = "storage.s3.region",
+        id = "storage.s3.region",
+        env = "CAIRN_STORAGE_S3_REGION",
+        value_name = "REGION",
+        default_value = ""
+    )]
     pub region: String,
     /// Access key; empty takes AWS_ACCESS_KEY_ID (or other standard AWS credentials).
     #[arg(
@@ -139,6 +168,7 @@ impl Default for StorageConfig {
         Self {
             backend: Backend::Filesystem,
             retention: PromDuration::from_millis(0),
+            deletion_delay: PromDuration::from_secs(2 * 3600),
             metadata_cache_bytes: 256 << 20,
             bucket_index_refresh_interval: PromDuration::from_secs(15),
             filesystem: FilesystemConfig::default(),
@@ -149,6 +179,16 @@ impl Default for StorageConfig {
 
 impl StorageConfig {
     pub fn validate(&self) -> Result<(), String> {
+        if self.deletion_delay < self.bucket_index_refresh_interval {
+            return Err(format!(
+                "storage.deletion_delay ({}) must be at least storage.bucket_index_refresh_interval ({}), \
+                 or a querier could read a block after its deletion",
+                self.deletion_delay, self.bucket_index_refresh_interval
+            ));
+        }
+        if self.bucket_index_refresh_interval.is_zero() {
+            return Err("storage.bucket_index_refresh_interval must be positive".into());
+        }
         if self.backend == Backend::S3 && self.s3.bucket.is_empty() {
             return Err("storage.s3.bucket must be set with storage.backend s3".into());
         }

@@ -36,9 +36,7 @@ pub struct BucketIndex {
 impl BucketIndex {
     /// Blocks overlapping `[start, end]` and not marked for deletion.
     pub fn live_overlapping(&self, start: i64, end: i64) -> impl Iterator<Item = &BlockMeta> {
-        self.blocks
-            .iter()
-            .filter(move |b| b.overlaps(start, end) && !self.deletion_marks.iter().any(|m| m.id == b.id))
+        self.blocks.iter().filter(move |b| b.overlaps(start, end) && !self.deletion_marks.iter().any(|m| m.id == b.id))
     }
 
     pub fn contains(&self, id: Ulid) -> bool {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod index;
 pub mod meta;
 pub mod paths;
+pub mod retention;
 pub mod store;
 
 pub use config::StorageConfig;

@@ -42,12 +42,24 @@ struct StoreMetrics {
 impl StoreMetrics {
     fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("cairn_storage");
-        r.register("metadata_cache_bytes", "Heap bytes of cached block footers and page indexes", self.cache_bytes.clone());
+        r.register(
+            "metadata_cache_bytes",
+            "Heap bytes of cached block footers and page indexes",
+            self.cache_bytes.clone(),
+        );
         r.register("metadata_cache_entries", "Blocks whose footer is cached", self.cache_entries.clone());
         r.register("metadata_cache_hits", "Block opens served from the footer cache", self.cache_hits.clone());
         r.register("metadata_cache_misses", "Block opens that fetched the footer", self.cache_misses.clone());
-        r.register("metadata_cache_evictions", "Footers dropped from the cache to stay under its size", self.cache_evictions.clone());
-        r.register("read_bytes", "Bytes of block files fetched from object storage by queries", self.read_bytes.clone());
+        r.register(
+            "metadata_cache_evictions",
+            "Footers dropped from the cache to stay under its size",
+            self.cache_evictions.clone(),
+        );
+        r.register(
+            "read_bytes",
+            "Bytes of block files fetched from object storage by queries",
+            self.read_bytes.clone(),
+        );
         r.register("blocks_queried", "Blocks read by queries", self.blocks_queried.clone());
         r.register(
             "bucket_index_refresh_failures",
@@ -186,8 +198,9 @@ impl BlockStore {
         let counter = Arc::new(move |n: u64| {
             read_bytes.inc_by(n);
         });
-        let reader =
-            Arc::new(BlockReader::open(self.inner.bucket.clone(), paths::data(tenant, meta.id), meta.bytes, counter).await?);
+        let reader = Arc::new(
+            BlockReader::open(self.inner.bucket.clone(), paths::data(tenant, meta.id), meta.bytes, counter).await?,
+        );
         let bytes = reader.memory_size();
         let mut cache = self.inner.readers.lock();
         cache.clock += 1;
@@ -197,7 +210,8 @@ impl BlockStore {
         }
         cache.bytes += bytes;
         while cache.bytes > self.inner.cache_limit && cache.entries.len() > 1 {
-            let Some((&victim, _)) = cache.entries.iter().filter(|(id, _)| **id != meta.id).min_by_key(|(_, e)| e.last_used)
+            let Some((&victim, _)) =
+                cache.entries.iter().filter(|(id, _)| **id != meta.id).min_by_key(|(_, e)| e.last_used)
             else {
                 break;
             };
@@ -244,7 +258,8 @@ impl BlockStore {
         let (start, end) = (req.start, req.end);
         let mut out = BTreeSet::new();
         for set in &sets {
-            let answers = self.each_block(tenant, start, end, |r| async move { r.series(set, start, end).await }).await?;
+            let answers =
+                self.each_block(tenant, start, end, |r| async move { r.series(set, start, end).await }).await?;
             out.extend(answers.into_iter().flatten());
         }
         Ok(out)
@@ -309,8 +324,9 @@ impl Queryable for BlockStore {
         for mut set in matcher_sets_or_all(req.matcher_sets) {
             set.push(has.clone());
             let set = &set;
-            let answers =
-                self.each_block(tenant, start, end, |r| async move { r.label_values(name, set, start, end).await }).await?;
+            let answers = self
+                .each_block(tenant, start, end, |r| async move { r.label_values(name, set, start, end).await })
+                .await?;
             values.extend(answers.into_iter().flatten());
         }
         Ok(limited(values.into_iter().collect(), req.limit))

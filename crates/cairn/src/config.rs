@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use cairn_distributor::{DistributorConfig, ValidationConfig};
 use cairn_ingester::IngesterConfig;
 use cairn_querier::QuerierConfig;
+use cairn_storage::StorageConfig;
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,8 @@ pub struct Config {
     pub ingester: IngesterConfig,
     #[command(flatten)]
     pub querier: QuerierConfig,
+    #[command(flatten)]
+    pub storage: StorageConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
@@ -113,6 +116,7 @@ impl Default for Config {
             limits: ValidationConfig::default(),
             ingester: IngesterConfig::default(),
             querier: QuerierConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -142,6 +146,18 @@ impl Config {
         listen_addr(&self.server.grpc_listen_address)?;
         self.ingester.validate().map_err(ConfigError::Invalid)?;
         self.querier.validate().map_err(ConfigError::Invalid)?;
+        self.storage.validate().map_err(ConfigError::Invalid)?;
+        // A block period leaves the head about 1.5 periods after it began
+        // (plus the upload): older data must be asked of the heads too.
+        let within = self.querier.query_ingesters_within.as_millis();
+        let block = self.ingester.block_duration.as_millis();
+        if within > 0 && within < 2 * block {
+            return Err(ConfigError::Invalid(format!(
+                "querier.query_ingesters_within ({}) must be 0 or at least twice ingester.block_duration ({}): \
+                 recent data is only in the ingesters until its block is uploaded",
+                self.querier.query_ingesters_within, self.ingester.block_duration
+            )));
+        }
         Ok(())
     }
 

@@ -15,7 +15,11 @@ use cairn_common::push::Pusher;
 use cairn_common::storage::Queryable;
 use cairn_distributor::Distributor;
 use cairn_ingester::Ingester;
+use cairn_ingester::shipper::BlockSink;
+use cairn_querier::tiers::Tiers;
 use cairn_querier::{BuildInfo, Querier};
+use cairn_storage::BlockStore;
+use cairn_storage::retention::{self, RetentionPolicy};
 use tonic::service::RoutesBuilder;
 
 use crate::config::Config;
@@ -68,10 +72,15 @@ impl Role for IngesterRole {
     }
 }
 
-/// `POST /ingester/flush`: fsync every WAL and checkpoint every head now.
+/// `POST /ingester/flush`: fsync every WAL and checkpoint every head now,
+/// then upload pending blocks and cut every block period that is final.
 async fn flush(axum::extract::State(ing): axum::extract::State<Ingester>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match ing.flush().await {
+    let result = match ing.flush().await {
+        Ok(()) => ing.ship_blocks().await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(()) => axum::http::StatusCode::NO_CONTENT.into_response(),
         Err(e) => (e.code.http_status(), format!("{}\n", e.message)).into_response(),
     }
@@ -101,6 +110,57 @@ impl Role for QuerierRole {
     }
 }
 
+/// Applies `--storage.retention` to every tenant's blocks. One per bucket
+/// (in `cairn all`, the only process using it).
+pub struct RetentionRole {
+    bucket: Arc<dyn object_store::ObjectStore>,
+    blocks: BlockStore,
+    policy: RetentionPolicy,
+}
+
+impl RetentionRole {
+    /// Runs every tenant once; returns the first error after trying all.
+    pub async fn enforce_all(&self) -> anyhow::Result<()> {
+        let now = cairn_common::time::now_ms();
+        let mut first = None;
+        for tenant in retention::tenants(self.bucket.as_ref()).await? {
+            match retention::enforce(&self.bucket, &tenant, self.policy, now).await {
+                Ok((_, Some(index))) => self.blocks.notify(&tenant, index),
+                Ok((_, None)) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %e, "applying retention failed; retried next run");
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), |e| Err(e.into()))
+    }
+}
+
+#[async_trait]
+impl Role for RetentionRole {
+    fn name(&self) -> &'static str {
+        "retention"
+    }
+    async fn run(&self, shutdown: Shutdown) -> anyhow::Result<()> {
+        if self.policy.retention_ms <= 0 {
+            shutdown.cancelled().await;
+            return Ok(());
+        }
+        // Often enough that deletion follows its delay closely, rarely
+        // enough that the top-level LIST costs nothing.
+        let every =
+            std::time::Duration::from_millis((self.policy.deletion_delay_ms / 4).clamp(1_000, 5 * 60_000) as u64);
+        loop {
+            let _ = self.enforce_all().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
+
 pub fn build_info() -> BuildInfo {
     BuildInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -121,13 +181,38 @@ pub enum Target {
     Ingester,
 }
 
+/// The name this process records as the source of the blocks it writes.
+fn source_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cairn".to_owned())
+}
+
 /// Builds the roles of `target` in start order.
 pub fn build(target: Target, cfg: &Config, registry: &mut Registry) -> anyhow::Result<Vec<Box<dyn Role>>> {
-    let ingester = Ingester::new(cfg.ingester.clone(), &cfg.data_dir, registry)?;
+    let bucket = cfg.storage.open(&cfg.data_dir)?;
+    let blocks = BlockStore::new(
+        bucket.clone(),
+        cfg.storage.bucket_index_refresh_interval.as_std(),
+        cfg.storage.metadata_cache_bytes as usize,
+        registry,
+    );
+    let notify = {
+        let blocks = blocks.clone();
+        Arc::new(move |tenant: &cairn_common::TenantId, index| blocks.notify(tenant, index))
+    };
+    let sink = BlockSink { bucket: bucket.clone(), notify, source: source_name() };
+    let ingester = Ingester::new(cfg.ingester.clone(), &cfg.data_dir, registry, Some(sink))?;
     let mut roles: Vec<Box<dyn Role>> = vec![Box::new(IngesterRole(ingester.clone()))];
     if target == Target::All {
         let pusher: Arc<dyn Pusher> = Arc::new(ingester.clone());
-        let store: Arc<dyn Queryable> = Arc::new(ingester);
+        let store: Arc<dyn Queryable> = Arc::new(Tiers::new(
+            Arc::new(ingester),
+            Arc::new(blocks.clone()),
+            cfg.querier.query_ingesters_within.as_millis() as i64,
+        ));
         roles.push(Box::new(DistributorRole(Distributor::new(
             cfg.distributor.clone(),
             cfg.limits.clone(),
@@ -135,6 +220,14 @@ pub fn build(target: Target, cfg: &Config, registry: &mut Registry) -> anyhow::R
             registry,
         ))));
         roles.push(Box::new(QuerierRole(Querier::new(cfg.querier.clone(), store, build_info()))));
+        roles.push(Box::new(RetentionRole {
+            bucket: bucket.clone(),
+            blocks: blocks.clone(),
+            policy: RetentionPolicy {
+                retention_ms: cfg.storage.retention.as_millis() as i64,
+                deletion_delay_ms: cfg.storage.deletion_delay.as_millis() as i64,
+            },
+        }));
     }
     Ok(roles)
 }

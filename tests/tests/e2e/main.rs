@@ -3,5 +3,6 @@
 mod bad_input;
 mod crash;
 mod ingester_grpc;
+mod long_term;
 mod prometheus;
 mod promqltest_http;

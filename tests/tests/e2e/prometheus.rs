@@ -1,11 +1,13 @@
 //! Real Prometheus scrapes itself every second and remote-writes into
-//! Cairn; the same instant queries, answered by both for a timestamp both
-//! have, must match series for series.
+//! Cairn; the same instant and range queries, answered by both for times
+//! both have, must match series for series. Cairn cuts 20s blocks and asks
+//! its head only for the last 40s, so queries over the last minute span
+//! both tiers.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cairn_e2e::{Cairn, client, free_port, now_ms, peers_required, query, vector, which};
+use cairn_e2e::{Cairn, client, free_port, metric, now_ms, peers_required, query, query_range, vector, which};
 
 struct Prometheus(Child);
 
@@ -34,7 +36,11 @@ async fn prometheus_and_cairn_agree() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let cairn = Cairn::start(&dir.path().join("cairn"), &[]).expect("start cairn");
+    let cairn = Cairn::start(
+        &dir.path().join("cairn"),
+        &["--ingester.block-duration=20s", "--querier.query-ingesters-within=40s"],
+    )
+    .expect("start cairn");
     let port = free_port();
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -59,7 +65,7 @@ async fn prometheus_and_cairn_agree() {
     let c = client();
     let prom = format!("http://127.0.0.1:{port}");
 
-    // Wait for the first sample to reach Cairn, then let ~35s accumulate.
+    // Wait for the first sample to reach Cairn, then let ~72s accumulate.
     let mut started = None;
     for _ in 0..600 {
         if let Ok(v) = query(&c, &cairn.url(""), "up", now_ms(), None).await
@@ -75,7 +81,19 @@ async fn prometheus_and_cairn_agree() {
         "no data reached cairn; prometheus log:\n{}",
         std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
     );
-    tokio::time::sleep(Duration::from_secs(35)).await;
+    tokio::time::sleep(Duration::from_secs(72)).await;
+    // Older periods are in blocks by now.
+    for _ in 0..300 {
+        if metric(&c, &cairn.url(""), "cairn_ingester_blocks_uploaded_total").await.expect("metrics") >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metric(&c, &cairn.url(""), "cairn_ingester_blocks_uploaded_total").await.expect("metrics") >= 1.0,
+        "no block uploaded; log:\n{}",
+        cairn.log_text()
+    );
 
     // A time both have, whose millisecond fraction sits half a second away
     // from the scrape times, so that no range boundary lands on a sample
@@ -108,6 +126,33 @@ async fn prometheus_and_cairn_agree() {
             assert!(close(w.1, g.1), "{q}: {} prometheus {} cairn {}", w.0, w.1, g.1);
         }
     }
+    // Raw samples of the last minute, from both tiers, are the same.
+    let raw = "prometheus_http_requests_total{handler=\"/metrics\"}[60s]";
+    let want = matrix(&query(&c, &prom, raw, t, None).await.expect("prometheus raw"));
+    let got = matrix(&query(&c, &cairn.url(""), raw, t, None).await.expect("cairn raw"));
+    assert_eq!(got, want, "raw samples differ");
+
+    // Range queries over the last 55s: the older part from blocks, the
+    // newer from the head.
+    for q in [
+        "prometheus_tsdb_head_series",
+        "rate(prometheus_http_requests_total{handler=\"/metrics\"}[5s])",
+        "sum by (job) (increase(prometheus_tsdb_head_samples_appended_total[5s]))",
+    ] {
+        let want = query_range(&c, &prom, q, t - 55_000, t, 1_000).await.expect("prometheus query_range");
+        let got = query_range(&c, &cairn.url(""), q, t - 55_000, t, 1_000).await.expect("cairn query_range");
+        let (want, got) = (matrix(&want), matrix(&got));
+        assert!(!want.is_empty(), "{q}: prometheus has no result");
+        assert_eq!(got.len(), want.len(), "{q}: series differ\nprometheus {want:?}\ncairn {got:?}");
+        for ((wl, wv), (gl, gv)) in want.iter().zip(&got) {
+            assert_eq!(gl, wl, "{q}");
+            assert_eq!(gv.len(), wv.len(), "{q} {wl}: points differ\nprometheus {wv:?}\ncairn {gv:?}");
+            for (w, g) in wv.iter().zip(gv) {
+                assert!(w.0 == g.0 && close(w.1, g.1), "{q} {wl}: prometheus {w:?} cairn {g:?}");
+            }
+        }
+    }
+
     // Metadata sent by Prometheus is served back.
     let md: serde_json::Value = c
         .get(cairn.url("/api/v1/metadata?metric=prometheus_tsdb_head_series"))
@@ -118,4 +163,33 @@ async fn prometheus_and_cairn_agree() {
         .await
         .expect("json");
     assert_eq!(md["data"]["prometheus_tsdb_head_series"][0]["type"], "gauge", "{md}");
+}
+
+/// A matrix response as (labels JSON, [(t, value)]) sorted by labels.
+fn matrix(v: &serde_json::Value) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut out: Vec<(String, Vec<(f64, f64)>)> = v["data"]["result"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let points = s["values"]
+                        .as_array()
+                        .map(|p| {
+                            p.iter()
+                                .map(|p| {
+                                    (
+                                        p[0].as_f64().unwrap_or(f64::NAN),
+                                        p[1].as_str().unwrap_or("NaN").parse().unwrap_or(f64::NAN),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (s["metric"].to_string(), points)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }

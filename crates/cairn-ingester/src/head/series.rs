@@ -176,6 +176,56 @@ impl SeriesData {
         SeriesSnapshot { chunks, ooo }
     }
 
+    /// Drops every sample older than `cut` (they are in an uploaded block).
+    /// Chunks straddling `cut` are re-encoded. Returns how many samples
+    /// were dropped.
+    pub fn truncate_before(&mut self, cut: i64) -> u64 {
+        let mut dropped = 0u64;
+        let mut kept: Vec<ClosedChunk> = Vec::with_capacity(self.closed.len());
+        for c in self.closed.drain(..) {
+            if c.min_t >= cut {
+                kept.push(c);
+                continue;
+            }
+            let (old, new) = split_at(XorIter::new(&c.data), cut);
+            dropped += old;
+            if let Some(first) = new.first() {
+                let mut app = XorAppender::new();
+                for s in &new {
+                    app.append(s.t, s.v);
+                }
+                kept.push(ClosedChunk { min_t: first.t, max_t: new[new.len() - 1].t, data: Bytes::from(app.finish()) });
+            }
+        }
+        self.closed = kept;
+        if let Some(h) = &self.head
+            && h.min_t < cut
+        {
+            let (old, new) = split_at(XorIter::new(h.app.bytes()), cut);
+            dropped += old;
+            self.head = new.first().map(|first| {
+                let mut app = XorAppender::new();
+                for s in &new {
+                    app.append(s.t, s.v);
+                }
+                HeadChunk { min_t: first.t, app }
+            });
+        }
+        if let Some(ooo) = &mut self.ooo {
+            let before = ooo.len();
+            ooo.retain(|s| s.t >= cut);
+            dropped += (before - ooo.len()) as u64;
+            if ooo.is_empty() {
+                self.ooo = None;
+            }
+        }
+        dropped
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.head.is_none() && self.closed.is_empty() && self.ooo.is_none()
+    }
+
     /// Approximate heap bytes held by this series' samples.
     pub fn heap_size(&self) -> usize {
         let closed: usize = self.closed.iter().map(|c| c.data.len() + size_of::<ClosedChunk>()).sum();
@@ -213,6 +263,20 @@ impl SeriesSnapshot {
             merge_sorted(&in_order, &self.ooo, out);
         }
     }
+}
+
+/// Counts the samples before `cut` and collects the rest.
+fn split_at(samples: impl Iterator<Item = Sample>, cut: i64) -> (u64, Vec<Sample>) {
+    let mut old = 0;
+    let mut new = Vec::new();
+    for s in samples {
+        if s.t < cut {
+            old += 1;
+        } else {
+            new.push(s);
+        }
+    }
+    (old, new)
 }
 
 /// Merges two time-sorted runs; on equal timestamps the first wins.
@@ -276,6 +340,35 @@ mod tests {
         assert_eq!(d.admit(last, 99, 1.0, 0), Admit::Reject(RejectReason::OutOfOrder));
         assert_eq!(d.admit(last, 99, 1.0, 10), Admit::OutOfOrder);
         assert_eq!(d.admit(last, 80, 1.0, 10), Admit::Reject(RejectReason::TooOld));
+    }
+
+    #[test]
+    fn truncation_keeps_exactly_the_newer_samples() {
+        let mut d = SeriesData::default();
+        for i in 0..1000 {
+            d.append(i * 10, i as f64);
+        }
+        d.insert_ooo(-5, 0.5);
+        let before = samples(&d);
+        // Cut inside a closed chunk, then inside the head chunk, then everything.
+        for cut in [1235, 9_000, 9_995, 10_000] {
+            let mut t = SeriesData::default();
+            for &(ts, v) in before.iter().filter(|s| s.0 >= 0) {
+                t.append(ts, v);
+            }
+            t.insert_ooo(-5, 0.5);
+            let dropped = t.truncate_before(cut);
+            let want: Vec<_> = before.iter().copied().filter(|s| s.0 >= cut).collect();
+            assert_eq!(samples(&t), want, "cut at {cut}");
+            assert_eq!(dropped as usize, before.len() - want.len());
+            assert_eq!(t.is_empty(), want.is_empty());
+            assert_eq!(t.min_time(), want.first().map(|s| s.0));
+        }
+        // Appending after a truncation continues the series.
+        d.truncate_before(9_000);
+        d.append(10_000, 1.0);
+        assert_eq!(d.last(), Some((10_000, 1.0)));
+        assert_eq!(samples(&d).len(), 101);
     }
 
     #[test]

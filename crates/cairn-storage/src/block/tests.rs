@@ -36,9 +36,14 @@ async fn open(bytes: Vec<u8>) -> Opened {
     store.put(&path, PutPayload::from(bytes)).await.expect("put");
     let read = Arc::new(AtomicU64::new(0));
     let r = read.clone();
-    let reader = BlockReader::open(store, path, size, Arc::new(move |n| {
-        r.fetch_add(n, AtomicOrdering::Relaxed);
-    }))
+    let reader = BlockReader::open(
+        store,
+        path,
+        size,
+        Arc::new(move |n| {
+            r.fetch_add(n, AtomicOrdering::Relaxed);
+        }),
+    )
     .await
     .expect("open");
     Opened { reader, read, _dir: dir }

@@ -1,0 +1,118 @@
+//! One [`Queryable`] over both tiers: the ingesters' heads (recent data)
+//! and the blocks in object storage (everything cut so far).
+//!
+//! ```text
+//!  [start ............................................. end]
+//!  blocks:  the whole range (the bucket index skips blocks outside it)
+//!  heads:                    [now - query-ingesters-within .. end]
+//!  merged by labels; a sample in both tiers (a block uploaded before its
+//!  period left the head) counts once
+//! ```
+//!
+//! Heads are asked only for the recent part, as they hold nothing older
+//! once their blocks are uploaded; blocks are asked for the whole range,
+//! so a period whose block is uploaded but still in a head is answered
+//! from both and de-duplicated rather than missed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cairn_common::push::MetricMetadata;
+use cairn_common::status::ServiceError;
+use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, merge_series};
+use cairn_common::{Labels, TenantId};
+
+pub struct Tiers {
+    recent: Arc<dyn Queryable>,
+    long_term: Arc<dyn Queryable>,
+    /// Heads are queried for `[now - recent_within, ..]`; 0 = always.
+    recent_within_ms: i64,
+}
+
+impl Tiers {
+    pub fn new(recent: Arc<dyn Queryable>, long_term: Arc<dyn Queryable>, recent_within_ms: i64) -> Self {
+        Self { recent, long_term, recent_within_ms }
+    }
+
+    /// The part of `[start, end]` the heads are asked for, if any.
+    fn recent_range(&self, start: i64, end: i64) -> Option<(i64, i64)> {
+        if self.recent_within_ms <= 0 {
+            return Some((start, end));
+        }
+        let from = start.max(cairn_common::time::now_ms() - self.recent_within_ms);
+        (from <= end).then_some((from, end))
+    }
+}
+
+fn union<T: Ord>(a: Vec<T>, b: Vec<T>, limit: usize) -> Vec<T> {
+    let set: BTreeSet<T> = a.into_iter().chain(b).collect();
+    let mut out: Vec<T> = set.into_iter().collect();
+    if limit > 0 {
+        out.truncate(limit);
+    }
+    out
+}
+
+#[async_trait]
+impl Queryable for Tiers {
+    async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
+        let recent = async {
+            match self.recent_range(req.start, req.end) {
+                Some((start, end)) => self.recent.select(tenant, &SelectRequest { start, end, ..*req }).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (recent, old) = tokio::join!(recent, self.long_term.select(tenant, req));
+        merge_series(vec![recent?, old?], req)
+    }
+
+    async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {
+        let recent = async {
+            match self.recent_range(req.start, req.end) {
+                Some((start, end)) => self.recent.series(tenant, &LabelsRequest { start, end, ..*req }).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (recent, old) = tokio::join!(recent, self.long_term.series(tenant, req));
+        Ok(union(recent?, old?, req.limit))
+    }
+
+    async fn label_names(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {
+        let recent = async {
+            match self.recent_range(req.start, req.end) {
+                Some((start, end)) => self.recent.label_names(tenant, &LabelsRequest { start, end, ..*req }).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (recent, old) = tokio::join!(recent, self.long_term.label_names(tenant, req));
+        Ok(union(recent?, old?, req.limit))
+    }
+
+    async fn label_values(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        req: &LabelsRequest<'_>,
+    ) -> Result<Vec<String>, ServiceError> {
+        let recent = async {
+            match self.recent_range(req.start, req.end) {
+                Some((start, end)) => {
+                    self.recent.label_values(tenant, name, &LabelsRequest { start, end, ..*req }).await
+                }
+                None => Ok(Vec::new()),
+            }
+        };
+        let (recent, old) = tokio::join!(recent, self.long_term.label_values(tenant, name, req));
+        Ok(union(recent?, old?, req.limit))
+    }
+
+    async fn metadata(
+        &self,
+        tenant: &TenantId,
+        metric: Option<&str>,
+    ) -> Result<BTreeMap<String, Vec<MetricMetadata>>, ServiceError> {
+        // Metadata is kept by the ingesters only.
+        self.recent.metadata(tenant, metric).await
+    }
+}
