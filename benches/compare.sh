@@ -45,7 +45,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-cargo build -q --profile "$profile" -p cairn -p cairn-benches
+# Without the SQL endpoint: no benchmark uses it, and DataFusion is most of
+# an optimised build.
+cargo build -q --profile "$profile" -p cairn --no-default-features
+cargo build -q --profile "$profile" -p cairn-benches
 tdir=${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 rm -rf "$out/data"

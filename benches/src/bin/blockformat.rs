@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use arrow::array::{
-    ArrayRef, BinaryBuilder, Float64Builder, Int8Builder, Int64Builder, ListBuilder, StringDictionaryBuilder,
-};
+use arrow::array::{ArrayRef, BinaryBuilder, Float64Builder, Int64Builder, ListBuilder, StringDictionaryBuilder};
 use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
 use cairn_benches::workload::{Kind, Workload};
 use cairn_common::chunk::XorAppender;
+use cairn_common::{Labels, Sample};
+use cairn_storage::block::{BlockWriter, WriteOptions, row_order};
 use clap::Parser;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -86,21 +86,6 @@ fn write(cols: Vec<(String, ArrayRef)>, props: WriterProperties) -> usize {
     buf.len()
 }
 
-/// The decimal scale (0..=9) at which all values are integers below 2^53.
-fn decimal_scale(vals: &[f64]) -> Option<i8> {
-    'scale: for scale in 0..=9i32 {
-        let m = 10f64.powi(scale);
-        for &v in vals {
-            let x = (v * m).round();
-            if !v.is_finite() || x.abs() >= 9.007e15 || x / m != v {
-                continue 'scale;
-            }
-        }
-        return Some(scale as i8);
-    }
-    None
-}
-
 fn main() -> Result<()> {
     let a = Args::parse();
     let w = Workload::new(Kind::Node, a.targets, a.rounds, 15_000, 1_700_000_000_000, 11);
@@ -164,59 +149,28 @@ fn main() -> Result<()> {
     );
     println!("B labels + timestamps delta + values byte-stream-split: {:.3} B/sample", per(b));
 
-    // C: as B, but values that are decimals stored as scaled integers (delta).
-    let mut ts = ListBuilder::new(Int64Builder::new());
-    let mut ints = ListBuilder::new(Int64Builder::new());
-    let mut scales = Int8Builder::new();
-    let mut floats = ListBuilder::new(Float64Builder::new());
-    let mut decimal_rows = 0;
-    for (_, ss) in &series {
-        for &(t, _) in ss {
-            ts.values().append_value(t);
+    // C: the format Cairn writes (cairn_storage::block): as B, but values
+    // that are decimals stored as scaled integers (delta), plus per-series
+    // time bounds; at the writer's default page size and at 1 MiB pages.
+    let mut rows: Vec<(Labels, Vec<Sample>)> = series
+        .iter()
+        .map(|(l, ss)| {
+            let labels = Labels::from_pairs(l.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            (labels, ss.iter().map(|&(t, v)| Sample::new(t, v)).collect())
+        })
+        .collect();
+    rows.sort_by(|x, y| row_order(&x.0, &y.0));
+    let names: std::collections::BTreeSet<String> =
+        rows.iter().flat_map(|(l, _)| l.iter().map(|l| l.name.clone())).collect();
+    for page_bytes in [WriteOptions::default().page_bytes, 1 << 20] {
+        let opts = WriteOptions { zstd_level: a.zstd_level, page_bytes, ..WriteOptions::default() };
+        let mut buf = Vec::new();
+        let mut w = BlockWriter::new(&mut buf, "bench", names.iter().cloned(), &opts)?;
+        for (l, ss) in &rows {
+            w.append(l, ss)?;
         }
-        ts.append(true);
-        let vals: Vec<f64> = ss.iter().map(|s| s.1).collect();
-        match decimal_scale(&vals) {
-            Some(scale) => {
-                decimal_rows += 1;
-                let m = 10f64.powi(i32::from(scale));
-                for v in &vals {
-                    ints.values().append_value((v * m).round() as i64);
-                }
-                ints.append(true);
-                scales.append_value(scale);
-                floats.append(false);
-            }
-            None => {
-                for v in &vals {
-                    floats.values().append_value(*v);
-                }
-                floats.append(true);
-                ints.append(false);
-                scales.append_null();
-            }
-        }
+        w.finish()?;
+        println!("C cairn block format, {} KiB pages: {:.3} B/sample", page_bytes >> 10, per(buf.len()));
     }
-    let mut cols = label_columns(&series);
-    cols.push(("timestamps".into(), Arc::new(ts.finish())));
-    cols.push(("value_scale".into(), Arc::new(scales.finish())));
-    cols.push(("values_int".into(), Arc::new(ints.finish())));
-    cols.push(("values_float".into(), Arc::new(floats.finish())));
-    let c = write(
-        cols,
-        props(
-            a.zstd_level,
-            &[
-                (&["timestamps", "list", "item"], Encoding::DELTA_BINARY_PACKED),
-                (&["values_int", "list", "item"], Encoding::DELTA_BINARY_PACKED),
-                (&["values_float", "list", "item"], Encoding::BYTE_STREAM_SPLIT),
-            ],
-        ),
-    );
-    println!(
-        "C labels + timestamps delta + decimal-scaled values delta ({decimal_rows} of {} series decimal): {:.3} B/sample",
-        series.len(),
-        per(c)
-    );
     Ok(())
 }

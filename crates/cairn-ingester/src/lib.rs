@@ -195,11 +195,13 @@ impl Ingester {
         db.push(batch)
     }
 
-    /// Uploads pending blocks and cuts every final block period now.
-    pub async fn ship_blocks(&self) -> Result<(), ServiceError> {
+    /// Uploads pending blocks and cuts every final block period now; with
+    /// `whole_head`, every sample in the heads (before a shutdown that
+    /// hands the data over, or to measure blocks).
+    pub async fn ship_blocks(&self, whole_head: bool) -> Result<(), ServiceError> {
         match &self.inner.shipper {
             Some(s) => s
-                .ship_all(self)
+                .ship_all(self, whole_head)
                 .await
                 .map_err(|e| ServiceError::new(ErrorCode::Unavailable, format!("shipping blocks: {e}"))),
             None => Ok(()),

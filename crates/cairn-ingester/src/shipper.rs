@@ -8,7 +8,7 @@
 //!           local copy
 //!   2. when the head holds a whole block period [start, end) that can no
 //!      longer change (newest sample >= end + grace, or end <= the minimum
-//!      valid time after a restart):
+//!      valid time after a restart), or on request the whole head:
 //!        min valid time := end (durable; older samples are refused)
 //!        write the period's series to <id>.tmp/, fsync, rename to <id>/
 //!        -> step 1
@@ -181,7 +181,9 @@ impl Shipper {
     /// One round over every tenant: upload what is pending, cut what is
     /// final. Errors are per tenant; the first is returned after all
     /// tenants had their turn.
-    pub async fn ship_all(&self, ingester: &Ingester) -> Result<(), ShipError> {
+    /// With `whole_head`, every sample in the heads is cut, the current
+    /// period up to its newest sample (see [`Shipper::next_period`]).
+    pub async fn ship_all(&self, ingester: &Ingester, whole_head: bool) -> Result<(), ShipError> {
         let _round = self.round.lock().await;
         let mut tenants = self.tenants_with_pending();
         tenants.extend(ingester.tenants().into_iter().map(|db| db.tenant.clone()));
@@ -191,7 +193,7 @@ impl Shipper {
         let mut pending = 0;
         for tenant in tenants {
             let db = ingester.get_tenant(&tenant);
-            if let Err(e) = self.ship(&tenant, db.as_ref()).await {
+            if let Err(e) = self.ship(&tenant, db.as_ref(), whole_head).await {
                 warn!(tenant = %tenant, error = %e, "shipping blocks failed; the head keeps the data and it is retried");
                 first_err.get_or_insert(e);
             }
@@ -201,13 +203,12 @@ impl Shipper {
         first_err.map_or(Ok(()), Err)
     }
 
-    async fn ship(&self, tenant: &TenantId, db: Option<&Arc<TenantDb>>) -> Result<(), ShipError> {
+    async fn ship(&self, tenant: &TenantId, db: Option<&Arc<TenantDb>>, whole_head: bool) -> Result<(), ShipError> {
         for dir in self.pending(tenant)? {
             self.upload(tenant, db, &dir).await?;
         }
         let Some(db) = db else { return Ok(()) };
-        while let Some(start) = self.final_period(db) {
-            let end = start + self.block_ms;
+        while let Some((start, end)) = self.next_period(db, whole_head) {
             // From here on the period cannot change.
             let db2 = db.clone();
             tokio::task::spawn_blocking(move || db2.set_min_valid_time(end))
@@ -236,12 +237,23 @@ impl Shipper {
         Ok(())
     }
 
-    /// The oldest block period in the head that is final, if any.
-    fn final_period(&self, db: &TenantDb) -> Option<i64> {
+    /// The oldest block period in the head that is final, as `[start,
+    /// end)`, if any. With `whole_head`, the period holding the newest
+    /// sample counts as final up to that sample: it is cut short at
+    /// `newest + 1`, which becomes the minimum valid time, and the rest of
+    /// the period is cut later as a block of its own. Writes of newer
+    /// samples go on meanwhile.
+    fn next_period(&self, db: &TenantDb, whole_head: bool) -> Option<(i64, i64)> {
         let (lo, hi) = db.head().time_bounds()?;
         let start = period_start(lo, self.block_ms);
         let end = start + self.block_ms;
-        (end <= db.min_valid_time() || hi >= end + self.grace_ms).then_some(start)
+        if end <= db.min_valid_time() || hi >= end + self.grace_ms {
+            Some((start, end))
+        } else if whole_head {
+            Some((start, end.min(hi + 1)))
+        } else {
+            None
+        }
     }
 
     /// Uploads a local block (idempotently), indexes it, truncates the head
@@ -312,7 +324,7 @@ impl Shipper {
             if !ingester.is_ready() {
                 continue;
             }
-            match self.ship_all(&ingester).await {
+            match self.ship_all(&ingester, false).await {
                 Ok(()) => failures = 0,
                 Err(_) => failures += 1,
             }

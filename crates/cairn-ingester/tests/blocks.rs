@@ -92,7 +92,7 @@ async fn final_periods_become_blocks_and_leave_the_head() {
     assert_eq!(count(&want), SERIES * 60);
 
     // Newest sample at 59s, grace 5s: periods ending at 10..50s are final.
-    n.ingester.ship_blocks().await.expect("ship");
+    n.ingester.ship_blocks(false).await.expect("ship");
     let index = n.blocks.index(&tenant()).await.expect("index");
     let periods: Vec<(i64, i64)> = index.blocks.iter().map(|b| (b.min_time, b.max_time)).collect();
     assert_eq!(periods, vec![(0, 9_000), (10_000, 19_000), (20_000, 29_000), (30_000, 39_000), (40_000, 49_000)]);
@@ -109,7 +109,7 @@ async fn final_periods_become_blocks_and_leave_the_head() {
     assert_eq!(out.rejections[0].reason, RejectReason::TooOld);
 
     // Shipping again changes nothing: no period is final.
-    n.ingester.ship_blocks().await.expect("ship");
+    n.ingester.ship_blocks(false).await.expect("ship");
     assert_eq!(n.blocks.index(&tenant()).await.expect("index").blocks.len(), 5);
 
     // A restart does not bring uploaded samples back into the head.
@@ -122,7 +122,7 @@ async fn final_periods_become_blocks_and_leave_the_head() {
 
     // Time moves on: the open period is cut once later data arrives.
     n.ingester.push(&tenant(), batch(60, 66)).await.expect("push");
-    n.ingester.ship_blocks().await.expect("ship");
+    n.ingester.ship_blocks(false).await.expect("ship");
     assert_eq!(n.blocks.index(&tenant()).await.expect("index").blocks.len(), 6);
     assert_eq!(count(&both(&n).await), SERIES * 66);
 }
@@ -137,7 +137,7 @@ async fn a_block_left_locally_is_uploaded_after_a_restart() {
     let bucket = dir.path().join("bucket");
     std::fs::remove_dir_all(&bucket).expect("rm");
     std::fs::write(&bucket, b"not a directory").expect("block the bucket");
-    assert!(n.ingester.ship_blocks().await.is_err(), "the upload fails");
+    assert!(n.ingester.ship_blocks(false).await.is_err(), "the upload fails");
     let staged: Vec<_> = dir.path().join("blocks/team-a").read_dir().expect("staging").collect();
     assert_eq!(staged.len(), 1, "the block waits on the local disk");
     assert_eq!(count(&select(&n.ingester).await), SERIES * 20, "and the head keeps its samples");
@@ -146,10 +146,39 @@ async fn a_block_left_locally_is_uploaded_after_a_restart() {
     std::fs::remove_file(&bucket).expect("unblock");
     let n = start(dir.path());
     assert_eq!(count(&select(&n.ingester).await), SERIES * 20, "replayed from the WAL");
-    n.ingester.ship_blocks().await.expect("ship");
+    n.ingester.ship_blocks(false).await.expect("ship");
     let index = n.blocks.index(&tenant()).await.expect("index");
     assert_eq!(index.blocks.len(), 1);
     assert_eq!(count(&select(&n.ingester).await), SERIES * 10);
     assert_eq!(count(&select(&n.blocks).await), SERIES * 10);
     assert_eq!(count(&both(&n).await), SERIES * 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_head_can_be_cut_and_writes_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = start(dir.path());
+    n.ingester.push(&tenant(), batch(0, 57)).await.expect("push");
+    n.ingester.ship_blocks(true).await.expect("ship");
+    let index = n.blocks.index(&tenant()).await.expect("index");
+    assert_eq!(index.blocks.len(), 6);
+    assert_eq!(index.blocks[5].max_time, 56_000, "the open period is cut at its newest sample");
+    assert!(select(&n.ingester).await.is_empty(), "nothing is left in the head");
+    assert_eq!(count(&select(&n.blocks).await), SERIES * 57);
+
+    // Newer samples, even in the period cut short, are still accepted...
+    let out = n.ingester.push(&tenant(), batch(57, 66)).await.expect("push");
+    assert_eq!(out.samples_appended, SERIES as u64 * 9);
+    // ...and the rest of that period becomes a block of its own.
+    n.ingester.ship_blocks(false).await.expect("ship");
+    assert_eq!(
+        n.blocks.index(&tenant()).await.expect("index").blocks.len(),
+        7,
+        "the rest of [50s, 60s) is final, [60s, 70s) is not"
+    );
+    n.ingester.ship_blocks(true).await.expect("ship");
+    let index = n.blocks.index(&tenant()).await.expect("index");
+    let tail: Vec<(i64, i64)> = index.blocks[6..].iter().map(|b| (b.min_time, b.max_time)).collect();
+    assert_eq!(tail, vec![(57_000, 59_000), (60_000, 65_000)]);
+    assert_eq!(count(&both(&n).await), SERIES * 66);
 }

@@ -1,8 +1,7 @@
 //! Request parameters of the query API, parsed the way Prometheus parses
 //! them (and failing with its messages).
 
-use cairn_common::time::{MAX_TIME_MS, MIN_TIME_MS};
-use chrono::DateTime;
+pub use cairn_common::time::parse_time;
 
 /// Parameters from the URL and, for POST, the form body.
 #[derive(Debug, Default, Clone)]
@@ -15,29 +14,6 @@ impl Params {
 
     pub fn all(&self, k: &str) -> Vec<&str> {
         self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect()
-    }
-}
-
-/// Float seconds (`1435781451.781`) or RFC 3339, into milliseconds.
-pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>()
-        && f.is_finite()
-    {
-        let secs = f.trunc();
-        let frac = ((f - secs) * 1000.0).round();
-        let ms = secs * 1000.0 + frac;
-        if ms >= MIN_TIME_MS as f64 && ms <= MAX_TIME_MS as f64 {
-            return Ok(ms as i64);
-        }
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
-    }
-    // The formatted bounds Prometheus clients send for "all time".
-    match s {
-        "-292273086-05-16T16:47:06Z" => Ok(MIN_TIME_MS),
-        "292277025-08-18T07:12:54.999999999Z" => Ok(MAX_TIME_MS),
-        _ => Err(format!("cannot parse {s:?} to a valid timestamp")),
     }
 }
 
@@ -79,6 +55,8 @@ pub fn limit_param(p: &Params) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    use cairn_common::time::MIN_TIME_MS;
+
     use super::*;
 
     #[test]

@@ -36,6 +36,30 @@ pub struct Config {
     pub querier: QuerierConfig,
     #[command(flatten)]
     pub storage: StorageConfig,
+    #[command(flatten)]
+    pub sql: SqlConfig,
+}
+
+/// SQL over blocks (YAML section `sql`, flags `--sql.*`).
+#[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlConfig {
+    /// Most rows one SQL query returns; more are cut off and the answer
+    /// says so.
+    #[arg(
+        long = "sql.max-rows",
+        id = "sql.max_rows",
+        env = "CAIRN_SQL_MAX_ROWS",
+        value_name = "N",
+        default_value_t = 100_000
+    )]
+    pub max_rows: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        Self { max_rows: 100_000 }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
@@ -117,6 +141,7 @@ impl Default for Config {
             ingester: IngesterConfig::default(),
             querier: QuerierConfig::default(),
             storage: StorageConfig::default(),
+            sql: SqlConfig::default(),
         }
     }
 }

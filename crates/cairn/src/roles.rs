@@ -73,16 +73,36 @@ impl Role for IngesterRole {
 }
 
 /// `POST /ingester/flush`: fsync every WAL and checkpoint every head now,
-/// then upload pending blocks and cut every block period that is final.
-async fn flush(axum::extract::State(ing): axum::extract::State<Ingester>) -> axum::response::Response {
+/// then upload pending blocks and cut every block period that is final
+/// (with `?all=true`, the whole head).
+async fn flush(
+    axum::extract::State(ing): axum::extract::State<Ingester>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let all = query.is_some_and(|q| q.split('&').any(|kv| kv == "all=true" || kv == "all=1"));
     let result = match ing.flush().await {
-        Ok(()) => ing.ship_blocks().await,
+        Ok(()) => ing.ship_blocks(all).await,
         Err(e) => Err(e),
     };
     match result {
         Ok(()) => axum::http::StatusCode::NO_CONTENT.into_response(),
         Err(e) => (e.code.http_status(), format!("{}\n", e.message)).into_response(),
+    }
+}
+
+/// `POST /api/v1/sql` over the blocks.
+#[cfg(feature = "sql")]
+pub struct SqlRole(pub cairn_sql::Sql);
+
+#[cfg(feature = "sql")]
+#[async_trait]
+impl Role for SqlRole {
+    fn name(&self) -> &'static str {
+        "sql"
+    }
+    fn http(&self) -> Router {
+        cairn_sql::http::routes(self.0.clone())
     }
 }
 
@@ -220,6 +240,12 @@ pub fn build(target: Target, cfg: &Config, registry: &mut Registry) -> anyhow::R
             registry,
         ))));
         roles.push(Box::new(QuerierRole(Querier::new(cfg.querier.clone(), store, build_info()))));
+        #[cfg(feature = "sql")]
+        roles.push(Box::new(SqlRole(cairn_sql::Sql::new(
+            blocks.clone(),
+            cfg.sql.max_rows,
+            cfg.querier.timeout.as_std(),
+        ))));
         roles.push(Box::new(RetentionRole {
             bucket: bucket.clone(),
             blocks: blocks.clone(),

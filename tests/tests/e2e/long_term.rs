@@ -125,6 +125,24 @@ async fn answers_survive_losing_the_local_disk(dir: &Path, storage: &[String]) {
     std::fs::remove_dir_all(&data).expect("lose the local disk");
     cairn.restart().expect("restart");
     assert_eq!(answers(&c, &cairn, t0, steps).await, from_head, "answered from the long-term tier alone");
+
+    // SQL over the same blocks.
+    let sql = "SELECT job, count(*) AS samples, max(value) AS top FROM samples \
+               WHERE metric = 'node_cpu_seconds_total' GROUP BY job ORDER BY job";
+    let resp = c.post(cairn.url("/api/v1/sql")).form(&[("query", sql)]).send().await.expect("sql");
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: serde_json::Value = resp.json().await.expect("json");
+    let half = (SERIES / 2) as i64 * steps;
+    // The largest value is the odd (edge) or even (node) series with the
+    // highest index, at the last step.
+    let top = |i: usize| value(i, steps - 1);
+    assert_eq!(
+        v["data"]["rows"],
+        serde_json::json!([["edge", half, top(SERIES - 1)], ["node", half, top(SERIES - 2)]]),
+        "{v}"
+    );
+    let bad = c.post(cairn.url("/api/v1/sql")).body("SELECT * FROM nowhere").send().await.expect("sql");
+    assert_eq!(bad.status().as_u16(), 400, "a wrong query is the client's error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -283,3 +283,51 @@ proptest! {
         prop_assert_eq!(series, want_series);
     }
 }
+
+/// The data of `testdata/format-v1.parquet`.
+fn golden_data() -> Data {
+    let l = |pairs: &[(&str, &str)]| Labels::from_pairs(pairs.iter().copied());
+    vec![
+        (
+            l(&[("__name__", "node_cpu_seconds_total"), ("cpu", "0"), ("mode", "idle")]),
+            (0..20).map(|k| Sample::new(1_700_000_000_000 + k * 15_000, k as f64 * 14.93)).collect(),
+        ),
+        (
+            l(&[("__name__", "node_load1"), ("instance", "a")]),
+            vec![
+                Sample::new(1_700_000_000_000, 0.1 + 0.2),
+                Sample::new(1_700_000_015_000, stale_nan()),
+                Sample::new(1_700_000_030_000, f64::NEG_INFINITY),
+            ],
+        ),
+        (l(&[("__name__", "up"), ("job", "node")]), vec![Sample::new(1_700_000_000_000, 1.0)]),
+    ]
+}
+
+const GOLDEN_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/format-v1.parquet");
+
+/// Writes the golden file of the current format version; run by hand when
+/// the version changes (`cargo test -p cairn-storage -- --ignored`), and
+/// keep the older versions' files.
+#[test]
+#[ignore = "writes testdata; run once per format version"]
+fn write_golden_file() {
+    let (bytes, _) = write_bytes(&golden_data(), &WriteOptions::default());
+    std::fs::write(GOLDEN_V1, bytes).expect("write golden file");
+}
+
+/// Files written by format version 1 stay readable, sample for sample.
+#[tokio::test]
+async fn reads_format_v1_files() {
+    let bytes = std::fs::read(GOLDEN_V1).expect("testdata/format-v1.parquet is checked in");
+    let o = open(bytes).await;
+    assert_eq!(o.reader.key_value(KV_FORMAT_VERSION).as_deref(), Some("1"));
+    let got = o.reader.select(&all(), i64::MIN, i64::MAX, false).await.expect("select");
+    let mut want = golden_data();
+    want.sort_by(|a, b| row_order(&a.0, &b.0));
+    assert_eq!(got.len(), want.len());
+    for (g, (l, s)) in got.iter().zip(&want) {
+        assert_eq!(&g.labels, l);
+        assert!(same(&g.samples, s), "{l:?}: {:?} != {s:?}", g.samples);
+    }
+}
