@@ -23,6 +23,7 @@ pub enum Window {
 pub const QUERIES: &[(&str, Window, &str)] = &[
     ("sum_rate_by_instance", Window::All, "sum by (instance) (rate(node_cpu_seconds_total[5m]))"),
     ("sum_rate_by_mode", Window::All, "sum by (mode) (rate(node_cpu_seconds_total[5m]))"),
+    ("sum_rate_by_job", Window::All, "sum by (job) (rate(node_cpu_seconds_total[5m]))"),
     (
         "histogram_quantile",
         Window::All,
@@ -53,7 +54,7 @@ pub struct Span {
 }
 
 impl Span {
-    fn params(&self, w: Window) -> Vec<(&'static str, String)> {
+    pub fn params(&self, w: Window) -> Vec<(&'static str, String)> {
         let s = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
         let (from, to) = match w {
             Window::All => (self.start_ms, self.end_ms),

@@ -131,12 +131,13 @@ impl Running {
     }
 
     /// Makes written data durable and queryable as the system does for
-    /// good: Cairn writes checkpoints, Prometheus snapshots its head into
-    /// blocks, VictoriaMetrics flushes its in-memory parts.
+    /// good: Cairn cuts its whole head into Parquet blocks, Prometheus
+    /// snapshots its head into blocks, VictoriaMetrics flushes its
+    /// in-memory parts.
     pub async fn flush(&self) -> Result<()> {
         let c = reqwest::Client::new();
         let resp = match self.system {
-            System::Cairn => c.post(format!("{}/ingester/flush", self.base())).send().await?,
+            System::Cairn => c.post(format!("{}/ingester/flush?all=true", self.base())).send().await?,
             System::Prometheus => {
                 c.post(format!("{}/api/v1/admin/tsdb/snapshot?skip_head=false", self.base())).send().await?
             }
@@ -152,19 +153,10 @@ impl Running {
     /// counted.
     pub async fn storage_bytes(&self) -> Result<(u64, &'static str)> {
         match self.system {
-            System::Cairn => {
-                let wal = self.dir.join("wal");
-                let mut n = 0;
-                for tenant in std::fs::read_dir(&wal)? {
-                    for f in std::fs::read_dir(tenant?.path())? {
-                        let f = f?;
-                        if f.file_name().to_string_lossy().starts_with("checkpoint.") {
-                            n += f.metadata()?.len();
-                        }
-                    }
-                }
-                Ok((n, "checkpoint files (XOR chunks and labels; Cairn has no blocks yet)"))
-            }
+            System::Cairn => Ok((
+                dir_size(&self.dir.join("bucket"))?,
+                "the bucket: Parquet blocks, their meta.json and the bucket index",
+            )),
             System::Prometheus => {
                 let snaps = self.dir.join("snapshots");
                 let newest = std::fs::read_dir(&snaps)?

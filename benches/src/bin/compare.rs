@@ -51,7 +51,8 @@ struct Phases {
     ingest: (usize, usize),
     /// Memory: node targets × 2 rounds into a fresh instance.
     memory_targets: usize,
-    /// Queries and storage: node targets × rounds (15 s apart).
+    /// Queries and storage: node targets × rounds (15 s apart); the full
+    /// preset holds a day, so that Cairn answers from 2-hour blocks.
     query: (usize, usize),
     runs: usize,
 }
@@ -60,7 +61,7 @@ impl Preset {
     fn phases(self) -> Phases {
         match self {
             Preset::Ci => Phases { ingest: (4, 10), memory_targets: 8, query: (2, 240), runs: 2 },
-            Preset::Full => Phases { ingest: (100, 60), memory_targets: 834, query: (9, 1440), runs: 7 },
+            Preset::Full => Phases { ingest: (100, 60), memory_targets: 834, query: (9, 5760), runs: 5 },
         }
     }
 }
@@ -74,6 +75,25 @@ struct Measured {
     storage: (u64, &'static str),
     stored_samples: usize,
     queries: Vec<QueryStats>,
+    /// Cairn: block bytes fetched by one run of the `selective` query (one
+    /// series over all of the data), footers cached.
+    selective_read_bytes: Option<f64>,
+}
+
+/// A counter from Cairn's /metrics.
+async fn cairn_counter(base: &str, name: &str) -> Result<f64> {
+    let text = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+    Ok(text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
+}
+
+/// Bytes of blocks Cairn reads for one run of the `selective` query.
+async fn selective_read_bytes(base: &str, span: Span) -> Result<f64> {
+    let (_, window, q) = QUERIES.iter().find(|(id, _, _)| *id == "selective").context("selective query")?;
+    let mut form = span.params(*window);
+    form.push(("query", q.to_string()));
+    let before = cairn_counter(base, "cairn_storage_read_bytes_total").await?;
+    reqwest::Client::new().post(format!("{base}/api/v1/query_range")).form(&form).send().await?.bytes().await?;
+    Ok(cairn_counter(base, "cairn_storage_read_bytes_total").await? - before)
 }
 
 fn dir_for(out: &std::path::Path, sys: System, phase: &str) -> PathBuf {
@@ -136,6 +156,9 @@ async fn measure(sys: System, a: &Args, p: &Phases) -> Result<Measured> {
     }
     m.storage = r.storage_bytes().await?;
     m.queries = run_set(&r.base(), None, span, p.runs).await?;
+    if sys == System::Cairn {
+        m.selective_read_bytes = Some(selective_read_bytes(&r.base(), span).await?);
+    }
     r.stop();
     Ok(m)
 }
@@ -201,6 +224,7 @@ async fn main() -> Result<()> {
                 "rss_bytes_per_active_series": m.memory_rss as f64 / m.memory.series.max(1) as f64,
                 "bytes_per_sample": m.storage.0 as f64 / m.stored_samples.max(1) as f64,
                 "storage_counted": m.storage.1,
+                "selective_query_read_bytes": m.selective_read_bytes,
                 "query_latency_ms": latency,
                 "query_latency_p99_ms": p99,
                 "ingest": m.ingest.to_json(sys.name()),
@@ -264,6 +288,14 @@ async fn main() -> Result<()> {
     md.push_str(&row("bytes per sample on disk", &|m| Some(m.storage.0 as f64 / m.stored_samples.max(1) as f64), &two));
     for (i, (id, _, _)) in QUERIES.iter().enumerate() {
         md.push_str(&row(&format!("query `{id}` median ms"), &|m| m.queries.get(i).map(|q| q.median_ms), &two));
+    }
+    if let Some(b) = results.get(&System::Cairn).and_then(|m| m.selective_read_bytes) {
+        md.push_str(&format!(
+            "\nCairn read {:.0} bytes of blocks for one run of `selective` (one series over all of the data; \
+             {} bytes of blocks in all).\n",
+            b,
+            results.get(&System::Cairn).map_or(0, |m| m.storage.0)
+        ));
     }
     md.push_str(&format!(
         "\nAnswers: Cairn and Prometheus {}; VictoriaMetrics differs from Prometheus on {} of {} queries.\n",

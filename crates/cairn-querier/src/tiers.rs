@@ -43,6 +43,19 @@ impl Tiers {
         let from = start.max(cairn_common::time::now_ms() - self.recent_within_ms);
         (from <= end).then_some((from, end))
     }
+
+    /// `ask(start, end)` of the heads for the recent part of the range, or
+    /// nothing when the range is older.
+    async fn recent<T, F, Fut>(&self, start: i64, end: i64, ask: F) -> Result<Vec<T>, ServiceError>
+    where
+        F: FnOnce(i64, i64) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, ServiceError>>,
+    {
+        match self.recent_range(start, end) {
+            Some((start, end)) => ask(start, end).await,
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 fn union<T: Ord>(a: Vec<T>, b: Vec<T>, limit: usize) -> Vec<T> {
@@ -57,34 +70,25 @@ fn union<T: Ord>(a: Vec<T>, b: Vec<T>, limit: usize) -> Vec<T> {
 #[async_trait]
 impl Queryable for Tiers {
     async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
-        let recent = async {
-            match self.recent_range(req.start, req.end) {
-                Some((start, end)) => self.recent.select(tenant, &SelectRequest { start, end, ..*req }).await,
-                None => Ok(Vec::new()),
-            }
-        };
+        let recent = self.recent(req.start, req.end, |start, end| async move {
+            self.recent.select(tenant, &SelectRequest { start, end, ..*req }).await
+        });
         let (recent, old) = tokio::join!(recent, self.long_term.select(tenant, req));
         merge_series(vec![recent?, old?], req)
     }
 
     async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {
-        let recent = async {
-            match self.recent_range(req.start, req.end) {
-                Some((start, end)) => self.recent.series(tenant, &LabelsRequest { start, end, ..*req }).await,
-                None => Ok(Vec::new()),
-            }
-        };
+        let recent = self.recent(req.start, req.end, |start, end| async move {
+            self.recent.series(tenant, &LabelsRequest { start, end, ..*req }).await
+        });
         let (recent, old) = tokio::join!(recent, self.long_term.series(tenant, req));
         Ok(union(recent?, old?, req.limit))
     }
 
     async fn label_names(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {
-        let recent = async {
-            match self.recent_range(req.start, req.end) {
-                Some((start, end)) => self.recent.label_names(tenant, &LabelsRequest { start, end, ..*req }).await,
-                None => Ok(Vec::new()),
-            }
-        };
+        let recent = self.recent(req.start, req.end, |start, end| async move {
+            self.recent.label_names(tenant, &LabelsRequest { start, end, ..*req }).await
+        });
         let (recent, old) = tokio::join!(recent, self.long_term.label_names(tenant, req));
         Ok(union(recent?, old?, req.limit))
     }
@@ -95,14 +99,9 @@ impl Queryable for Tiers {
         name: &str,
         req: &LabelsRequest<'_>,
     ) -> Result<Vec<String>, ServiceError> {
-        let recent = async {
-            match self.recent_range(req.start, req.end) {
-                Some((start, end)) => {
-                    self.recent.label_values(tenant, name, &LabelsRequest { start, end, ..*req }).await
-                }
-                None => Ok(Vec::new()),
-            }
-        };
+        let recent = self.recent(req.start, req.end, |start, end| async move {
+            self.recent.label_values(tenant, name, &LabelsRequest { start, end, ..*req }).await
+        });
         let (recent, old) = tokio::join!(recent, self.long_term.label_values(tenant, name, req));
         Ok(union(recent?, old?, req.limit))
     }

@@ -113,22 +113,8 @@ pub async fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::test_meta;
     use object_store::local::LocalFileSystem;
-
-    fn meta(id: u128) -> BlockMeta {
-        BlockMeta {
-            id: Ulid(id),
-            tenant: "t".into(),
-            min_time: 0,
-            max_time: 10,
-            series: 1,
-            samples: 1,
-            bytes: 1,
-            format_version: 1,
-            source: "test".into(),
-            compaction_level: 1,
-        }
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writers_lose_no_entry() {
@@ -140,7 +126,9 @@ mod tests {
             let (store, tenant) = (store.clone(), tenant.clone());
             tasks.push(tokio::spawn(async move {
                 for i in 0..5u128 {
-                    update(&store, &tenant, 0, |idx| idx.blocks.push(meta(w * 100 + i))).await.expect("update");
+                    update(&store, &tenant, 0, |idx| idx.blocks.push(test_meta(w * 100 + i, 10)))
+                        .await
+                        .expect("update");
                 }
             }));
         }

@@ -41,3 +41,20 @@ pub struct DeletionMark {
     pub deletion_time: i64,
     pub reason: String,
 }
+
+/// A block entry for tests of the index and of retention.
+#[cfg(test)]
+pub(crate) fn test_meta(id: u128, max_time: i64) -> BlockMeta {
+    BlockMeta {
+        id: Ulid(id),
+        tenant: "t".into(),
+        min_time: max_time - 10,
+        max_time,
+        series: 1,
+        samples: 1,
+        bytes: 1,
+        format_version: FORMAT_VERSION,
+        source: "test".into(),
+        compaction_level: 1,
+    }
+}

@@ -135,22 +135,7 @@ mod tests {
     use ulid::Ulid;
 
     use super::*;
-    use crate::meta::BlockMeta;
-
-    fn meta(id: u128, max_time: i64) -> BlockMeta {
-        BlockMeta {
-            id: Ulid(id),
-            tenant: "t".into(),
-            min_time: max_time - 10,
-            max_time,
-            series: 1,
-            samples: 1,
-            bytes: 1,
-            format_version: 1,
-            source: "test".into(),
-            compaction_level: 1,
-        }
-    }
+    use crate::meta::test_meta as meta;
 
     async fn objects(bucket: &dyn ObjectStore, tenant: &TenantId) -> Vec<String> {
         let prefix = Path::from(format!("{tenant}/blocks"));
