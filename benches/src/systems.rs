@@ -54,6 +54,12 @@ impl Running {
                     &format!("--http.listen-address=127.0.0.1:{port}"),
                     &format!("--grpc.listen-address=127.0.0.1:{}", free_port()),
                     "--log.level=warn",
+                    // History is written far faster than real time, by
+                    // senders that drift apart by minutes of data time: a
+                    // day-long window keeps it all in the head while it is
+                    // written (as Prometheus's day-long blocks do below);
+                    // the flush then cuts it into the default 2-hour blocks.
+                    "--ingester.out-of-order-time-window=24h",
                 ]);
             }
             System::Prometheus => {
