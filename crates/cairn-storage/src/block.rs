@@ -90,6 +90,8 @@ pub fn decimal_scale(values: impl Iterator<Item = f64> + Clone) -> Option<i8> {
 /// Tuning of the writer; the defaults are what the format was measured with.
 #[derive(Clone, Debug)]
 pub struct WriteOptions {
+    /// Level 6 makes blocks about 3% smaller than level 3 for a few times
+    /// the compression CPU, spent once per block in the background.
     pub zstd_level: i32,
     /// Series per row group.
     pub row_group_series: usize,
@@ -100,7 +102,7 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        Self { zstd_level: 3, row_group_series: 5_000, page_bytes: 64 * 1024 }
+        Self { zstd_level: 6, row_group_series: 5_000, page_bytes: 64 * 1024 }
     }
 }
 
