@@ -53,20 +53,16 @@ fn start(dir: &std::path::Path) -> Node {
     Node { ingester, blocks }
 }
 
+/// Every sample of metric `m`, from one tier or merged from both.
 async fn select(q: &dyn Queryable) -> Vec<Series> {
-    let m = [Matcher::new(MatchOp::Equal, "__name__", "m").expect("matcher")];
-    let req = SelectRequest {
-        matchers: &m,
-        start: i64::MIN,
-        end: i64::MAX,
-        max_series: 0,
-        max_samples: 0,
-        latest_only: false,
-    };
-    q.select(&tenant(), &req).await.expect("select")
+    select_merged(&[q]).await
 }
 
 async fn both(n: &Node) -> Vec<Series> {
+    select_merged(&[&n.ingester, &n.blocks]).await
+}
+
+async fn select_merged(tiers: &[&dyn Queryable]) -> Vec<Series> {
     let m = [Matcher::new(MatchOp::Equal, "__name__", "m").expect("matcher")];
     let req = SelectRequest {
         matchers: &m,
@@ -76,7 +72,11 @@ async fn both(n: &Node) -> Vec<Series> {
         max_samples: 0,
         latest_only: false,
     };
-    merge_series(vec![select(&n.ingester).await, select(&n.blocks).await], &req).expect("merge")
+    let mut parts = Vec::new();
+    for q in tiers {
+        parts.push(q.select(&tenant(), &req).await.expect("select"));
+    }
+    merge_series(parts, &req).expect("merge")
 }
 
 fn count(s: &[Series]) -> usize {
