@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "prometheus/remote.proto",
         "io/prometheus/write/v2/types.proto",
         "cairn/ingester/v1/ingester.proto",
+        "cairn/ring/v1/ring.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

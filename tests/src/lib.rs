@@ -39,33 +39,49 @@ pub fn which(name: &str) -> Option<PathBuf> {
 
 /// A running `cairn` process.
 pub struct Cairn {
+    /// `all`, `ingester`, `distributor` or `querier`.
+    pub role: String,
     pub http_port: u16,
     pub grpc_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
-    extra: Vec<String>,
+    /// Flags after the data dir and listen addresses.
+    pub extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl Cairn {
     /// Starts `cairn all` with its data in `data_dir` and waits until ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Self> {
-        let mut c = Cairn {
+        let mut c = Cairn::prepare("all", data_dir, extra);
+        c.spawn()?;
+        Ok(c)
+    }
+
+    /// A process of `role` with its ports chosen, not started yet: its
+    /// ports can go into other processes' flags (and its own) first.
+    pub fn prepare(role: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Cairn {
+            role: role.to_owned(),
             http_port: free_port(),
             grpc_port: free_port(),
             data_dir: data_dir.to_owned(),
             log: data_dir.with_extension("log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
-        };
-        c.spawn()?;
-        Ok(c)
+        }
     }
 
-    fn spawn(&mut self) -> Result<()> {
+    /// `127.0.0.1:<grpc port>`.
+    pub fn grpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// Starts the process (again) and waits until it is ready.
+    pub fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(cairn_bin())
-            .arg("all")
+            .arg(&self.role)
             .arg(format!("--data.dir={}", self.data_dir.display()))
             .arg(format!("--http.listen-address=127.0.0.1:{}", self.http_port))
             .arg(format!("--grpc.listen-address=127.0.0.1:{}", self.grpc_port))

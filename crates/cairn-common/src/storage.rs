@@ -94,11 +94,8 @@ pub fn merge_series(parts: Vec<Vec<Series>>, req: &SelectRequest<'_>) -> Result<
                         e.insert(s.samples);
                     }
                     std::collections::btree_map::Entry::Occupied(mut e) => {
-                        let merged = e.get_mut();
-                        merged.extend(s.samples);
-                        // Stable: of equal timestamps the earlier answer's comes first and is kept.
-                        merged.sort_by_key(|x| x.t);
-                        merged.dedup_by_key(|x| x.t);
+                        let merged = std::mem::take(e.get_mut());
+                        *e.get_mut() = merge_samples(merged, s.samples);
                     }
                 }
             }
@@ -127,6 +124,51 @@ pub fn merge_series(parts: Vec<Vec<Series>>, req: &SelectRequest<'_>) -> Result<
         ));
     }
     Ok(out)
+}
+
+/// Merges two time-sorted sample lists (each without duplicate timestamps)
+/// in one pass; of equal timestamps, `a`'s sample is kept. Replicas usually
+/// hold the same samples, so this is the common case of a fan-out read.
+fn merge_samples(a: Vec<Sample>, b: Vec<Sample>) -> Vec<Sample> {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].t.cmp(&b[j].t) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// The sorted union of several answers (series, label names or values),
+/// cut to `limit` when it is not 0.
+pub fn union<T: Ord>(parts: impl IntoIterator<Item = Vec<T>>, limit: usize) -> Vec<T> {
+    let set: std::collections::BTreeSet<T> = parts.into_iter().flatten().collect();
+    let mut out: Vec<T> = set.into_iter().collect();
+    if limit > 0 {
+        out.truncate(limit);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -16,11 +16,48 @@ pub struct DistributorConfig {
         default_value_t = 100 << 20
     )]
     pub max_recv_msg_size: usize,
+
+    /// Ingesters each series is written to in a cluster; a write succeeds
+    /// once a majority of them has it. Queriers use it to know how many
+    /// failed ingesters a read tolerates. (`cairn all` keeps one copy.)
+    #[arg(
+        long = "distributor.replication-factor",
+        id = "distributor.replication_factor",
+        env = "CAIRN_DISTRIBUTOR_REPLICATION_FACTOR",
+        value_name = "N",
+        default_value_t = 3
+    )]
+    pub replication_factor: usize,
+
+    /// Deadline of each push to an ingester.
+    #[arg(
+        long = "distributor.remote-timeout",
+        id = "distributor.remote_timeout",
+        env = "CAIRN_DISTRIBUTOR_REMOTE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "5s"
+    )]
+    pub remote_timeout: PromDuration,
 }
 
 impl Default for DistributorConfig {
     fn default() -> Self {
-        Self { max_recv_msg_size: 100 << 20 }
+        Self { max_recv_msg_size: 100 << 20, replication_factor: 3, remote_timeout: PromDuration::from_secs(5) }
+    }
+}
+
+impl DistributorConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=9).contains(&self.replication_factor) {
+            return Err(format!(
+                "distributor.replication_factor must be between 1 and 9, not {}",
+                self.replication_factor
+            ));
+        }
+        if self.remote_timeout.is_zero() {
+            return Err("distributor.remote_timeout must be more than 0".into());
+        }
+        Ok(())
     }
 }
 

@@ -28,10 +28,17 @@ pub mod cairn {
             include!(concat!(env!("OUT_DIR"), "/cairn.ingester.v1.rs"));
         }
     }
+    pub mod ring {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/cairn.ring.v1.rs"));
+        }
+    }
 }
 
 /// Cairn's ingester gRPC service.
 pub use cairn::ingester::v1 as ingester;
+/// Cairn's ring service (Raft transport, ring reads and writes).
+pub use cairn::ring::v1 as ring;
 /// Remote write 2.0 (`io.prometheus.write.v2`).
 pub use io::prometheus::write::v2 as write_v2;
 

@@ -14,13 +14,13 @@
 //! so a period whose block is uploaded but still in a head is answered
 //! from both and de-duplicated rather than missed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use cairn_common::push::MetricMetadata;
 use cairn_common::status::ServiceError;
-use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, merge_series};
+use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, merge_series, union};
 use cairn_common::{Labels, TenantId};
 
 pub struct Tiers {
@@ -58,15 +58,6 @@ impl Tiers {
     }
 }
 
-fn union<T: Ord>(a: Vec<T>, b: Vec<T>, limit: usize) -> Vec<T> {
-    let set: BTreeSet<T> = a.into_iter().chain(b).collect();
-    let mut out: Vec<T> = set.into_iter().collect();
-    if limit > 0 {
-        out.truncate(limit);
-    }
-    out
-}
-
 #[async_trait]
 impl Queryable for Tiers {
     async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
@@ -82,7 +73,7 @@ impl Queryable for Tiers {
             self.recent.series(tenant, &LabelsRequest { start, end, ..*req }).await
         });
         let (recent, old) = tokio::join!(recent, self.long_term.series(tenant, req));
-        Ok(union(recent?, old?, req.limit))
+        Ok(union([recent?, old?], req.limit))
     }
 
     async fn label_names(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {
@@ -90,7 +81,7 @@ impl Queryable for Tiers {
             self.recent.label_names(tenant, &LabelsRequest { start, end, ..*req }).await
         });
         let (recent, old) = tokio::join!(recent, self.long_term.label_names(tenant, req));
-        Ok(union(recent?, old?, req.limit))
+        Ok(union([recent?, old?], req.limit))
     }
 
     async fn label_values(
@@ -103,7 +94,7 @@ impl Queryable for Tiers {
             self.recent.label_values(tenant, name, &LabelsRequest { start, end, ..*req }).await
         });
         let (recent, old) = tokio::join!(recent, self.long_term.label_values(tenant, name, req));
-        Ok(union(recent?, old?, req.limit))
+        Ok(union([recent?, old?], req.limit))
     }
 
     async fn metadata(

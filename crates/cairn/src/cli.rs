@@ -24,9 +24,15 @@ pub enum Command {
     /// Run every role in one process: remote write receiver, ingester,
     /// query API. Data under --data.dir; no other service needed.
     All(RunArgs),
-    /// Run only the ingester: its gRPC push service, WAL and head, and the
-    /// operational HTTP endpoints.
+    /// Run an ingester of a cluster: WAL and head, its gRPC push and query
+    /// service, and membership of the Raft ring (--ring.join).
     Ingester(RunArgs),
+    /// Run a distributor of a cluster: the remote write receiver, writing
+    /// each series to --distributor.replication-factor ingesters.
+    Distributor(RunArgs),
+    /// Run a querier of a cluster: the Prometheus query API over every
+    /// ingester's head and the blocks in object storage.
+    Querier(RunArgs),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -62,6 +68,8 @@ pub fn main() -> ExitCode {
         }
         Command::All(a) => (Target::All, a, matches.subcommand_matches("all")),
         Command::Ingester(a) => (Target::Ingester, a, matches.subcommand_matches("ingester")),
+        Command::Distributor(a) => (Target::Distributor, a, matches.subcommand_matches("distributor")),
+        Command::Querier(a) => (Target::Querier, a, matches.subcommand_matches("querier")),
     };
     let Some(sub) = sub else {
         eprintln!("cairn: error: missing subcommand arguments");

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use cairn_distributor::{DistributorConfig, ValidationConfig};
 use cairn_ingester::IngesterConfig;
 use cairn_querier::QuerierConfig;
+use cairn_ring::RingConfig;
 use cairn_storage::StorageConfig;
 use clap::ArgMatches;
 use clap::parser::ValueSource;
@@ -38,6 +39,8 @@ pub struct Config {
     pub storage: StorageConfig,
     #[command(flatten)]
     pub sql: SqlConfig,
+    #[command(flatten)]
+    pub ring: RingConfig,
 }
 
 /// SQL over blocks (YAML section `sql`, flags `--sql.*`).
@@ -142,6 +145,7 @@ impl Default for Config {
             querier: QuerierConfig::default(),
             storage: StorageConfig::default(),
             sql: SqlConfig::default(),
+            ring: RingConfig::default(),
         }
     }
 }
@@ -172,6 +176,8 @@ impl Config {
         self.ingester.validate().map_err(ConfigError::Invalid)?;
         self.querier.validate().map_err(ConfigError::Invalid)?;
         self.storage.validate().map_err(ConfigError::Invalid)?;
+        self.distributor.validate().map_err(ConfigError::Invalid)?;
+        self.ring.validate().map_err(ConfigError::Invalid)?;
         // A block period leaves the head about 1.5 periods after it began
         // (plus the upload): older data must be asked of the heads too.
         let within = self.querier.query_ingesters_within.as_millis();

@@ -36,7 +36,7 @@ impl LogLevel {
 /// per module (for debugging).
 pub fn init(level: LogLevel, format: LogFormat) {
     let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn", level.as_str())));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn,openraft=warn", level.as_str())));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Logfmt => registry.with(tracing_logfmt::layer()).try_init(),

@@ -22,7 +22,7 @@ pub async fn run(target: Target, cfg: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let process = ProcessMetrics::register(&mut registry);
     let durations = server::request_durations(&mut registry);
-    let roles = roles::build(target, &cfg, &mut registry)?;
+    let roles = roles::build(target, &cfg, &mut registry).await?;
     let roles = Arc::new(roles);
     let registry = Arc::new(Mutex::new(registry));
 
@@ -71,9 +71,10 @@ pub async fn run(target: Target, cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc_listener), async move {
-                    stop.cancelled().await
-                })
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                    async move { stop.cancelled().await },
+                )
                 .await
         })
     };
@@ -118,6 +119,9 @@ pub async fn run(target: Target, cfg: Config) -> anyhow::Result<()> {
         }
     }
 
+    for r in roles.iter() {
+        r.stopping().await;
+    }
     info!("shutting down: no new requests, draining in-flight ones");
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     stop_serving.cancel();

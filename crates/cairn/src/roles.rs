@@ -6,7 +6,9 @@
 //! runs one. Either way each role is built by the same function here.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context;
 use async_trait::async_trait;
 use axum::Router;
 use cairn_common::Shutdown;
@@ -18,6 +20,10 @@ use cairn_ingester::Ingester;
 use cairn_ingester::shipper::BlockSink;
 use cairn_querier::tiers::Tiers;
 use cairn_querier::{BuildInfo, Querier};
+use cairn_ring::channels::Channels;
+use cairn_ring::node::Identity;
+use cairn_ring::replication::Clients;
+use cairn_ring::{MemberState, ReplicatedPusher, ReplicatedQueryable, RingAccess, RingNode, RingView, RingWatcher};
 use cairn_storage::BlockStore;
 use cairn_storage::retention::{self, RetentionPolicy};
 use tonic::service::RoutesBuilder;
@@ -40,6 +46,9 @@ pub trait Role: Send + Sync {
     fn is_ready(&self) -> bool {
         true
     }
+    /// Called once when the process is told to stop, while it still serves
+    /// requests (an ingester announces it is leaving the ring).
+    async fn stopping(&self) {}
     /// Background duties until `shutdown`, then the role's own flush.
     async fn run(&self, shutdown: Shutdown) -> anyhow::Result<()> {
         shutdown.cancelled().await;
@@ -47,7 +56,19 @@ pub trait Role: Send + Sync {
     }
 }
 
-pub struct IngesterRole(pub Ingester);
+/// The ingester; in a cluster also a member of the ring.
+pub struct IngesterRole {
+    ingester: Ingester,
+    ring: Option<Arc<RingNode>>,
+    /// In the ring and ACTIVE (always true without a ring once replayed).
+    joined: AtomicBool,
+}
+
+impl IngesterRole {
+    pub fn new(ingester: Ingester, ring: Option<Arc<RingNode>>) -> Self {
+        Self { ingester, ring, joined: AtomicBool::new(false) }
+    }
+}
 
 #[async_trait]
 impl Role for IngesterRole {
@@ -55,19 +76,92 @@ impl Role for IngesterRole {
         "ingester"
     }
     fn http(&self) -> Router {
-        Router::new().route("/ingester/flush", axum::routing::post(flush)).with_state(self.0.clone())
+        let router =
+            Router::new().route("/ingester/flush", axum::routing::post(flush)).with_state(self.ingester.clone());
+        match &self.ring {
+            Some(node) => router.merge(cairn_ring::http::routes(node.clone() as Arc<dyn RingAccess>)),
+            None => router,
+        }
     }
     fn grpc(&self, routes: &mut RoutesBuilder) {
-        routes.add_service(cairn_ingester::grpc::service(self.0.clone()));
+        routes.add_service(cairn_ingester::grpc::service(self.ingester.clone()));
+        if let Some(node) = &self.ring {
+            routes.add_service(node.service());
+        }
     }
+    /// Replays the WAL, then joins the ring (JOINING) and becomes ACTIVE.
     async fn start(&self) -> anyhow::Result<()> {
-        Ok(self.0.start().await?)
+        self.ingester.start().await?;
+        if let Some(node) = &self.ring {
+            node.join(&Shutdown::new()).await?;
+            node.set_state(MemberState::Active).await.context("becoming ACTIVE in the ring")?;
+        }
+        self.joined.store(true, Ordering::SeqCst);
+        Ok(())
     }
     fn is_ready(&self) -> bool {
-        self.0.is_ready()
+        self.ingester.is_ready() && self.joined.load(Ordering::SeqCst)
+    }
+    async fn stopping(&self) {
+        if let (Some(node), true) = (&self.ring, self.joined.load(Ordering::SeqCst))
+            && let Err(e) = node.set_state(MemberState::Leaving).await
+        {
+            tracing::warn!(error = %e, "could not mark this ingester LEAVING");
+        }
+    }
+    /// Until shutdown: the ingester's and the ring member's duties. Then, in
+    /// a ring, the whole head is cut into blocks and uploaded before the
+    /// member is marked LEFT; if that fails it stays LEAVING and its WAL
+    /// keeps the data for the next start.
+    async fn run(&self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let Some(node) = &self.ring else {
+            self.ingester.run(shutdown).await;
+            return Ok(());
+        };
+        tokio::join!(self.ingester.run(shutdown.clone()), node.run(shutdown));
+        if self.joined.load(Ordering::SeqCst) {
+            match self.ingester.ship_blocks(true).await {
+                Ok(()) => {
+                    tracing::info!("head flushed to object storage");
+                    if let Err(e) = node.set_state(MemberState::Left).await {
+                        tracing::warn!(error = %e, "could not mark this ingester LEFT");
+                    }
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "flushing the head to object storage failed; staying LEAVING, the WAL keeps the data"
+                ),
+            }
+        }
+        node.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Keeps a distributor's or querier's view of the ring fresh.
+pub struct RingWatcherRole {
+    watcher: Arc<RingWatcher>,
+    ready: AtomicBool,
+}
+
+#[async_trait]
+impl Role for RingWatcherRole {
+    fn name(&self) -> &'static str {
+        "ring"
+    }
+    fn http(&self) -> Router {
+        cairn_ring::http::routes(self.watcher.clone() as Arc<dyn RingAccess>)
+    }
+    async fn start(&self) -> anyhow::Result<()> {
+        self.watcher.start(&Shutdown::new()).await?;
+        self.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
     }
     async fn run(&self, shutdown: Shutdown) -> anyhow::Result<()> {
-        self.0.run(shutdown).await;
+        self.watcher.run(shutdown).await;
         Ok(())
     }
 }
@@ -195,14 +289,18 @@ pub fn build_info() -> BuildInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     /// Every role, wired in process: the distributor pushes to the local
-    /// ingester and the querier reads from it.
+    /// ingester and the querier reads from it. No ring.
     All,
-    /// The ingester alone, reachable over gRPC.
+    /// A ring member keeping replicas of series.
     Ingester,
+    /// The remote write receiver of a cluster.
+    Distributor,
+    /// The query API of a cluster, also SQL and retention.
+    Querier,
 }
 
-/// The name this process records as the source of the blocks it writes.
-fn source_name() -> String {
+/// This machine's host name, for defaults.
+fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
@@ -210,8 +308,24 @@ fn source_name() -> String {
         .unwrap_or_else(|| "cairn".to_owned())
 }
 
-/// Builds the roles of `target` in start order.
-pub fn build(target: Target, cfg: &Config, registry: &mut Registry) -> anyhow::Result<Vec<Box<dyn Role>>> {
+/// Who this ingester is in the ring: `--ring.instance-id` (default: the
+/// host name) reachable at `--ring.advertise-address` (default: the gRPC
+/// listen address, with the host name when it listens on every interface).
+fn identity(cfg: &Config) -> anyhow::Result<Identity> {
+    let id = if cfg.ring.instance_id.is_empty() { host_name() } else { cfg.ring.instance_id.clone() };
+    let addr = if cfg.ring.advertise_address.is_empty() {
+        let listen = crate::config::listen_addr(&cfg.server.grpc_listen_address)?;
+        if listen.ip().is_unspecified() { format!("{}:{}", host_name(), listen.port()) } else { listen.to_string() }
+    } else {
+        cfg.ring.advertise_address.clone()
+    };
+    Ok(Identity { id, addr, zone: cfg.ring.zone.clone() })
+}
+
+fn open_blocks(
+    cfg: &Config,
+    registry: &mut Registry,
+) -> anyhow::Result<(Arc<dyn object_store::ObjectStore>, BlockStore)> {
     let bucket = cfg.storage.open(&cfg.data_dir)?;
     let blocks = BlockStore::new(
         bucket.clone(),
@@ -219,41 +333,110 @@ pub fn build(target: Target, cfg: &Config, registry: &mut Registry) -> anyhow::R
         cfg.storage.metadata_cache_bytes as usize,
         registry,
     );
+    Ok((bucket, blocks))
+}
+
+fn open_ingester(
+    cfg: &Config,
+    registry: &mut Registry,
+    bucket: &Arc<dyn object_store::ObjectStore>,
+    blocks: &BlockStore,
+    source: String,
+) -> anyhow::Result<Ingester> {
     let notify = {
         let blocks = blocks.clone();
         Arc::new(move |tenant: &cairn_common::TenantId, index| blocks.notify(tenant, index))
     };
-    let sink = BlockSink { bucket: bucket.clone(), notify, source: source_name() };
-    let ingester = Ingester::new(cfg.ingester.clone(), &cfg.data_dir, registry, Some(sink))?;
-    let mut roles: Vec<Box<dyn Role>> = vec![Box::new(IngesterRole(ingester.clone()))];
-    if target == Target::All {
-        let pusher: Arc<dyn Pusher> = Arc::new(ingester.clone());
-        let store: Arc<dyn Queryable> = Arc::new(Tiers::new(
-            Arc::new(ingester),
-            Arc::new(blocks.clone()),
-            cfg.querier.query_ingesters_within.as_millis() as i64,
-        ));
-        roles.push(Box::new(DistributorRole(Distributor::new(
-            cfg.distributor.clone(),
-            cfg.limits.clone(),
-            pusher,
-            registry,
-        ))));
-        roles.push(Box::new(QuerierRole(Querier::new(cfg.querier.clone(), store, build_info()))));
-        #[cfg(feature = "sql")]
-        roles.push(Box::new(SqlRole(cairn_sql::Sql::new(
-            blocks.clone(),
-            cfg.sql.max_rows,
-            cfg.querier.timeout.as_std(),
-        ))));
-        roles.push(Box::new(RetentionRole {
-            bucket: bucket.clone(),
-            blocks: blocks.clone(),
-            policy: RetentionPolicy {
-                retention_ms: cfg.storage.retention.as_millis() as i64,
-                deletion_delay_ms: cfg.storage.deletion_delay.as_millis() as i64,
-            },
-        }));
+    let sink = BlockSink { bucket: bucket.clone(), notify, source };
+    Ok(Ingester::new(cfg.ingester.clone(), &cfg.data_dir, registry, Some(sink))?)
+}
+
+/// The query, SQL and retention roles over `recent` (heads) and the blocks.
+fn read_roles(
+    cfg: &Config,
+    recent: Arc<dyn Queryable>,
+    bucket: Arc<dyn object_store::ObjectStore>,
+    blocks: BlockStore,
+) -> Vec<Box<dyn Role>> {
+    let store: Arc<dyn Queryable> =
+        Arc::new(Tiers::new(recent, Arc::new(blocks.clone()), cfg.querier.query_ingesters_within.as_millis() as i64));
+    let mut roles: Vec<Box<dyn Role>> =
+        vec![Box::new(QuerierRole(Querier::new(cfg.querier.clone(), store, build_info())))];
+    #[cfg(feature = "sql")]
+    roles.push(Box::new(SqlRole(cairn_sql::Sql::new(blocks.clone(), cfg.sql.max_rows, cfg.querier.timeout.as_std()))));
+    roles.push(Box::new(RetentionRole {
+        bucket,
+        blocks,
+        policy: RetentionPolicy {
+            retention_ms: cfg.storage.retention.as_millis() as i64,
+            deletion_delay_ms: cfg.storage.deletion_delay.as_millis() as i64,
+        },
+    }));
+    roles
+}
+
+fn ring_watcher(cfg: &Config, view: &RingView, channels: &Channels) -> anyhow::Result<Arc<RingWatcher>> {
+    if cfg.ring.join.is_empty() {
+        anyhow::bail!("--ring.join must name at least one ingester (host:port of its gRPC address)");
     }
+    Ok(Arc::new(RingWatcher::new(cfg.ring.join.clone(), view.clone(), channels.clone())))
+}
+
+/// Builds the roles of `target` in start order.
+pub async fn build(target: Target, cfg: &Config, registry: &mut Registry) -> anyhow::Result<Vec<Box<dyn Role>>> {
+    let view = RingView::new(cfg.ring.heartbeat_timeout.as_millis() as i64);
+    let channels = Channels::default();
+    let rf = cfg.distributor.replication_factor;
+    let roles: Vec<Box<dyn Role>> = match target {
+        Target::All => {
+            let (bucket, blocks) = open_blocks(cfg, registry)?;
+            let ingester = open_ingester(cfg, registry, &bucket, &blocks, host_name())?;
+            let pusher: Arc<dyn Pusher> = Arc::new(ingester.clone());
+            let mut roles: Vec<Box<dyn Role>> = vec![
+                Box::new(IngesterRole::new(ingester.clone(), None)),
+                Box::new(DistributorRole(Distributor::new(
+                    cfg.distributor.clone(),
+                    cfg.limits.clone(),
+                    pusher,
+                    registry,
+                ))),
+            ];
+            roles.extend(read_roles(cfg, Arc::new(ingester), bucket, blocks));
+            roles
+        }
+        Target::Ingester => {
+            let me = identity(cfg)?;
+            let (bucket, blocks) = open_blocks(cfg, registry)?;
+            let ingester = open_ingester(cfg, registry, &bucket, &blocks, me.id.clone())?;
+            let node = RingNode::open(&cfg.ring, me, &cfg.data_dir, view).await?;
+            vec![Box::new(IngesterRole::new(ingester, Some(node)))]
+        }
+        Target::Distributor => {
+            let watcher = ring_watcher(cfg, &view, &channels)?;
+            let clients = Clients { channels, timeout: cfg.distributor.remote_timeout.as_std() };
+            let pusher: Arc<dyn Pusher> = Arc::new(ReplicatedPusher::new(view, clients, rf));
+            vec![
+                Box::new(RingWatcherRole { watcher, ready: AtomicBool::new(false) }),
+                Box::new(DistributorRole(Distributor::new(
+                    cfg.distributor.clone(),
+                    cfg.limits.clone(),
+                    pusher,
+                    registry,
+                ))),
+            ]
+        }
+        Target::Querier => {
+            let watcher = ring_watcher(cfg, &view, &channels)?;
+            let (bucket, blocks) = open_blocks(cfg, registry)?;
+            let clients = Clients { channels, timeout: cfg.querier.timeout.as_std() };
+            // A departed ingester's blocks are seen after the next index refresh.
+            let settle = 2 * cfg.storage.bucket_index_refresh_interval.as_millis() as i64;
+            let recent: Arc<dyn Queryable> = Arc::new(ReplicatedQueryable::new(view, clients, rf, settle));
+            let mut roles: Vec<Box<dyn Role>> =
+                vec![Box::new(RingWatcherRole { watcher, ready: AtomicBool::new(false) })];
+            roles.extend(read_roles(cfg, recent, bucket, blocks));
+            roles
+        }
+    };
     Ok(roles)
 }

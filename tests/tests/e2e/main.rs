@@ -1,6 +1,7 @@
 //! End-to-end tests against real `cairn` processes.
 
 mod bad_input;
+mod cluster;
 mod crash;
 mod ingester_grpc;
 mod long_term;

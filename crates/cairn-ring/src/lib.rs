@@ -1,0 +1,62 @@
+//! Cairn's ingester ring.
+//!
+//! Ingesters form a Raft group (openraft) whose replicated state machine is
+//! the ring: every member's address, zone, tokens, lifecycle state and last
+//! heartbeat. Distributors place each series on the ring and write it to
+//! `replication_factor` ingesters; queriers ask every live ingester and
+//! merge. See `docs/design/ring.md`.
+
+pub mod channels;
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod network;
+pub mod node;
+pub mod replication;
+pub mod state;
+pub mod store;
+pub mod view;
+pub mod watcher;
+pub mod wire;
+
+use std::io::Cursor;
+
+pub use config::RingConfig;
+pub use node::RingNode;
+pub use replication::{ReplicatedPusher, ReplicatedQueryable};
+pub use state::{Command, CommandResult, Member, MemberState, RingState};
+pub use view::{RingSnapshot, RingView};
+pub use watcher::RingWatcher;
+
+openraft::declare_raft_types!(
+    /// The ring's Raft types: ring commands in the log, JSON snapshots.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Why a ring operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    /// No node could be reached, or none knows a leader yet.
+    #[error("ring unavailable: {0}")]
+    Unavailable(String),
+    /// The state machine refused the command (for example, forgetting an
+    /// unknown member).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// What the ring page and its actions need, whether the process is a ring
+/// member (an ingester) or only watches the ring.
+#[async_trait::async_trait]
+pub trait RingAccess: Send + Sync + 'static {
+    fn view(&self) -> &RingView;
+    /// Proposes a command to the leader.
+    async fn propose(&self, cmd: Command) -> Result<(), RingError>;
+}

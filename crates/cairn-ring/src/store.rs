@@ -1,0 +1,418 @@
+//! Durable Raft storage for the ring.
+//!
+//! - The log, vote and commit index live in one redb file
+//!   (`<data.dir>/ring/raft.redb`); every append is one fsynced transaction,
+//!   acknowledged to openraft only after the commit returns.
+//! - The state machine is in memory (a ring is a few kilobytes). Snapshots
+//!   are written to `<data.dir>/ring/snapshot.json` (temporary file, fsync,
+//!   rename) and loaded at start; openraft re-applies the committed log
+//!   entries after the snapshot.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    Entry, EntryPayload, LogId, LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
+};
+use parking_lot::Mutex;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::TypeConfig;
+use crate::state::{CommandResult, RingState};
+
+type NodeId = u64;
+type Node = openraft::BasicNode;
+type SErr = StorageError<NodeId>;
+
+const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const PURGED: &str = "last_purged";
+
+fn logs_err(e: impl std::error::Error + 'static) -> SErr {
+    StorageIOError::write_logs(openraft::AnyError::new(&e)).into()
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> SErr {
+    StorageIOError::read_logs(openraft::AnyError::new(&e)).into()
+}
+
+fn sm_err(e: impl std::error::Error + 'static) -> SErr {
+    StorageIOError::write_state_machine(openraft::AnyError::new(&e)).into()
+}
+
+/// The Raft log in redb. Clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<redb::Database>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogStore")
+    }
+}
+
+impl LogStore {
+    pub fn open(path: &Path) -> Result<Self, SErr> {
+        let db = redb::Database::create(path).map_err(logs_err)?;
+        // Create the tables, so that readers never find them missing.
+        let txn = db.begin_write().map_err(logs_err)?;
+        txn.open_table(LOG).map_err(logs_err)?;
+        txn.open_table(META).map_err(logs_err)?;
+        txn.commit().map_err(logs_err)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn get_meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, SErr> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(META).map_err(read_err)?;
+        match table.get(key).map_err(read_err)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), SErr> {
+        let bytes = serde_json::to_vec(value).map_err(logs_err)?;
+        let txn = self.db.begin_write().map_err(logs_err)?;
+        txn.open_table(META).map_err(logs_err)?.insert(key, bytes.as_slice()).map_err(logs_err)?;
+        txn.commit().map_err(logs_err)
+    }
+
+    fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, SErr> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOG).map_err(read_err)?;
+        match table.last().map_err(read_err)? {
+            Some((_, v)) => {
+                let e: Entry<TypeConfig> = serde_json::from_slice(v.value()).map_err(read_err)?;
+                Ok(Some(e.log_id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Removes entries with index in `range`.
+    fn remove(&self, range: (Bound<u64>, Bound<u64>)) -> Result<(), SErr> {
+        let txn = self.db.begin_write().map_err(logs_err)?;
+        txn.open_table(LOG).map_err(logs_err)?.retain_in(range, |_, _| false).map_err(logs_err)?;
+        txn.commit().map_err(logs_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let table = txn.open_table(LOG).map_err(read_err)?;
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        let mut out = Vec::new();
+        for item in table.range::<u64>(bounds).map_err(read_err)? {
+            let (_, v) = item.map_err(read_err)?;
+            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
+        let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(PURGED)?;
+        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
+        self.put_meta(VOTE, vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
+        self.get_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
+        self.put_meta(COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
+        Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let result = (|| {
+            let txn = self.db.begin_write().map_err(logs_err)?;
+            {
+                let mut table = txn.open_table(LOG).map_err(logs_err)?;
+                for e in entries {
+                    let bytes = serde_json::to_vec(&e).map_err(logs_err)?;
+                    table.insert(e.log_id.index, bytes.as_slice()).map_err(logs_err)?;
+                }
+            }
+            txn.commit().map_err(logs_err)
+        })();
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        self.remove((Bound::Included(log_id.index), Bound::Unbounded))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
+        // Record the purge point first: a crash in between leaves entries
+        // that are merely ignored.
+        self.put_meta(PURGED, &log_id)?;
+        self.remove((Bound::Unbounded, Bound::Included(log_id.index)))
+    }
+}
+
+/// What a snapshot holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SnapshotFile {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Node>,
+    ring: RingState,
+    snapshot_id: String,
+}
+
+/// Called with the ring after every change a state machine applies.
+pub type OnApply = Arc<dyn Fn(&RingState, u64) + Send + Sync>;
+
+struct SmInner {
+    current: SnapshotFile,
+    snapshot: Option<(SnapshotFile, Vec<u8>)>,
+}
+
+/// The ring state machine. Clones share it.
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Mutex<SmInner>>,
+    /// Where snapshots are kept; `None` keeps them in memory (tests).
+    path: Option<PathBuf>,
+    on_apply: Option<OnApply>,
+}
+
+impl Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateMachine")
+    }
+}
+
+impl StateMachine {
+    /// Loads the last snapshot from `path` when there is one.
+    pub fn open(path: Option<PathBuf>, on_apply: Option<OnApply>) -> Result<Self, SErr> {
+        let mut inner = SmInner { current: SnapshotFile::default(), snapshot: None };
+        if let Some(p) = &path {
+            match std::fs::read(p) {
+                Ok(bytes) => {
+                    let snap: SnapshotFile = serde_json::from_slice(&bytes).map_err(sm_err)?;
+                    inner.current = snap.clone();
+                    inner.snapshot = Some((snap, bytes));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(sm_err(e)),
+            }
+        }
+        let sm = Self { inner: Arc::new(Mutex::new(inner)), path, on_apply };
+        sm.notify();
+        Ok(sm)
+    }
+
+    /// The ring and the index of the last entry it reflects.
+    pub fn ring(&self) -> (RingState, u64) {
+        let inner = self.inner.lock();
+        (inner.current.ring.clone(), inner.current.last_applied.map_or(0, |l| l.index))
+    }
+
+    fn notify(&self) {
+        if let Some(f) = &self.on_apply {
+            let inner = self.inner.lock();
+            f(&inner.current.ring, inner.current.last_applied.map_or(0, |l| l.index));
+        }
+    }
+
+    fn persist(&self, snap: &SnapshotFile) -> Result<Vec<u8>, SErr> {
+        let bytes = serde_json::to_vec(snap).map_err(sm_err)?;
+        if let Some(p) = &self.path {
+            let tmp = p.with_extension("json.tmp");
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, p)?;
+                if let Some(dir) = p.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(())
+            };
+            write().map_err(sm_err)?;
+        }
+        Ok(bytes)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        let mut snap = self.inner.lock().current.clone();
+        snap.snapshot_id = match snap.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, cairn_common::time::now_ms()),
+            None => format!("empty-{}", cairn_common::time::now_ms()),
+        };
+        let bytes = self.persist(&snap)?;
+        let meta = SnapshotMeta {
+            last_log_id: snap.last_applied,
+            last_membership: snap.membership.clone(),
+            snapshot_id: snap.snapshot_id.clone(),
+        };
+        self.inner.lock().snapshot = Some((snap, bytes.clone()));
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), SErr> {
+        let inner = self.inner.lock();
+        Ok((inner.current.last_applied, inner.current.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            for e in entries {
+                inner.current.last_applied = Some(e.log_id);
+                out.push(match e.payload {
+                    EntryPayload::Blank => CommandResult::default(),
+                    EntryPayload::Normal(cmd) => inner.current.ring.apply(cmd),
+                    EntryPayload::Membership(m) => {
+                        inner.current.membership = StoredMembership::new(Some(e.log_id), m);
+                        CommandResult::default()
+                    }
+                });
+            }
+        }
+        self.notify();
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), SErr> {
+        let bytes = snapshot.into_inner();
+        let mut snap: SnapshotFile = serde_json::from_slice(&bytes).map_err(sm_err)?;
+        snap.last_applied = meta.last_log_id;
+        snap.membership = meta.last_membership.clone();
+        snap.snapshot_id = meta.snapshot_id.clone();
+        let bytes = self.persist(&snap)?;
+        {
+            let mut inner = self.inner.lock();
+            inner.current = snap.clone();
+            inner.snapshot = Some((snap, bytes));
+        }
+        self.notify();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        let inner = self.inner.lock();
+        Ok(inner.snapshot.as_ref().map(|(snap, bytes)| Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: snap.last_applied,
+                last_membership: snap.membership.clone(),
+                snapshot_id: snap.snapshot_id.clone(),
+            },
+            snapshot: Box::new(Cursor::new(bytes.clone())),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+
+    /// Fresh stores in temporary directories, kept alive by the guard.
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), SErr> {
+            let dir = tempfile::tempdir().map_err(logs_err)?;
+            let log = LogStore::open(&dir.path().join("raft.redb"))?;
+            let sm = StateMachine::open(Some(dir.path().join("snapshot.json")), None)?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn openraft_storage_conformance_suite() {
+        Suite::test_all(Builder).expect("openraft storage suite");
+    }
+
+    #[tokio::test]
+    async fn log_vote_and_snapshot_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("raft.redb");
+        let snap = dir.path().join("snapshot.json");
+        {
+            let mut log = LogStore::open(&db).expect("open");
+            let vote = Vote::new(3, 7);
+            log.save_vote(&vote).await.expect("vote");
+            let mut sm = StateMachine::open(Some(snap.clone()), None).expect("sm");
+            let id = LogId::new(openraft::CommittedLeaderId::new(3, 7), 1);
+            let cmd = crate::state::Command::Forget { id: "x".into() };
+            let entry = Entry::<TypeConfig> { log_id: id, payload: EntryPayload::Normal(cmd) };
+            sm.apply(vec![entry]).await.expect("apply");
+            sm.build_snapshot().await.expect("snapshot");
+        }
+        let mut log = LogStore::open(&db).expect("reopen");
+        assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 7)));
+        let mut sm = StateMachine::open(Some(snap), None).expect("sm");
+        assert_eq!(sm.applied_state().await.expect("state").0.map(|l| l.index), Some(1));
+        assert!(sm.get_current_snapshot().await.expect("snapshot").is_some());
+    }
+}

@@ -1,0 +1,274 @@
+//! A read-only view of the ring and replica placement.
+//!
+//! Every process holds one: ingesters update it from their own state
+//! machine, distributors and queriers from the members they poll. Lookups
+//! take the current snapshot (an `Arc`), so they never wait on an update.
+
+use std::sync::Arc;
+
+use cairn_common::{Labels, TenantId};
+use parking_lot::RwLock;
+
+use crate::state::{Member, MemberState, RingState};
+
+/// The ring at one applied log index, with its token table.
+#[derive(Debug, Default)]
+pub struct RingSnapshot {
+    pub state: RingState,
+    /// Log index the state reflects; views only move forward.
+    pub applied: u64,
+    /// The leader's instance id, as the source of this snapshot knew it.
+    pub leader: Option<String>,
+    /// Members in id order, indexed by the token table.
+    members: Vec<Member>,
+    /// (token, member index), sorted by token.
+    tokens: Vec<(u32, usize)>,
+}
+
+impl RingSnapshot {
+    pub fn new(state: RingState, applied: u64, leader: Option<String>) -> Self {
+        let members: Vec<Member> = state.members.values().cloned().collect();
+        let mut tokens: Vec<(u32, usize)> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.state != MemberState::Left)
+            .flat_map(|(i, m)| m.tokens.iter().map(move |&t| (t, i)))
+            .collect();
+        tokens.sort_unstable();
+        Self { state, applied, leader, members, tokens }
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The members that take a write for `key`: walking the ring clockwise
+    /// from the key, the first `rf` distinct members that are ACTIVE and
+    /// healthy, in distinct zones while there are zones left to use. A member
+    /// that cannot take the write is passed over for the next one, so the
+    /// data keeps `rf` copies while a member is down, leaving or joining.
+    pub fn write_replicas(&self, key: u32, rf: usize, health: &Health) -> Vec<&Member> {
+        let eligible = |m: &Member| m.state == MemberState::Active && health.is_healthy(m);
+        let mut chosen: Vec<usize> = Vec::with_capacity(rf);
+        if self.tokens.is_empty() || rf == 0 {
+            return Vec::new();
+        }
+        let start = self.tokens.partition_point(|&(t, _)| t < key);
+        let zone_aware = self.members.iter().any(|m| !m.zone.is_empty());
+        // First pass: distinct zones (when zones are set); second: any member.
+        for distinct_zones in [zone_aware, false] {
+            for i in 0..self.tokens.len() {
+                if chosen.len() == rf {
+                    break;
+                }
+                let idx = self.tokens[(start + i) % self.tokens.len()].1;
+                let m = &self.members[idx];
+                if chosen.contains(&idx) || !eligible(m) {
+                    continue;
+                }
+                if distinct_zones && chosen.iter().any(|&c| self.members[c].zone == m.zone) {
+                    continue;
+                }
+                chosen.push(idx);
+            }
+            if !zone_aware {
+                break;
+            }
+        }
+        chosen.into_iter().map(|i| &self.members[i]).collect()
+    }
+
+    /// The members a read must ask: every member that may hold recent data
+    /// (ACTIVE or LEAVING) and is healthy; and how many such members are not
+    /// healthy and count as failed from the start.
+    pub fn read_members(&self, health: &Health) -> (Vec<&Member>, usize) {
+        let mut unhealthy = 0;
+        let mut out = Vec::new();
+        for m in &self.members {
+            if !matches!(m.state, MemberState::Active | MemberState::Leaving) {
+                continue;
+            }
+            if health.is_healthy(m) {
+                out.push(m);
+            } else {
+                unhealthy += 1;
+            }
+        }
+        (out, unhealthy)
+    }
+
+    /// The share of the token space each member owns (the range from the
+    /// previous token up to each of its tokens), by member index.
+    pub fn ownership(&self) -> Vec<f64> {
+        let mut share = vec![0.0; self.members.len()];
+        if self.tokens.is_empty() {
+            return share;
+        }
+        let space = (u32::MAX as f64) + 1.0;
+        for (i, &(t, idx)) in self.tokens.iter().enumerate() {
+            let prev = if i == 0 { self.tokens[self.tokens.len() - 1].0 } else { self.tokens[i - 1].0 };
+            let width = t.wrapping_sub(prev) as f64;
+            share[idx] += if self.tokens.len() == 1 { space } else { width } / space;
+        }
+        share
+    }
+}
+
+/// Decides whether a member's heartbeat is recent enough.
+#[derive(Clone, Copy, Debug)]
+pub struct Health {
+    pub now_ms: i64,
+    pub timeout_ms: i64,
+}
+
+impl Health {
+    pub fn now(timeout_ms: i64) -> Self {
+        Self { now_ms: cairn_common::time::now_ms(), timeout_ms }
+    }
+
+    pub fn is_healthy(&self, m: &Member) -> bool {
+        m.state != MemberState::Left && self.now_ms - m.heartbeat_ms <= self.timeout_ms
+    }
+
+    /// How long ago the member's last recorded heartbeat was.
+    pub fn age_ms(&self, m: &Member) -> i64 {
+        (self.now_ms - m.heartbeat_ms).max(0)
+    }
+}
+
+/// Where a series lives on the ring: a hash of its tenant and sorted labels.
+pub fn shard_key(tenant: &TenantId, labels: &Labels) -> u32 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(tenant.as_str().as_bytes());
+    h.update(&[0xff]);
+    for l in labels.iter() {
+        h.update(l.name.as_bytes());
+        h.update(&[0xfe]);
+        h.update(l.value.as_bytes());
+        h.update(&[0xff]);
+    }
+    (h.digest() >> 32) as u32
+}
+
+/// The current ring snapshot, shared by everything in a process.
+#[derive(Clone, Debug)]
+pub struct RingView {
+    current: Arc<RwLock<Arc<RingSnapshot>>>,
+    /// `--ring.heartbeat-timeout` in milliseconds.
+    pub heartbeat_timeout_ms: i64,
+}
+
+impl RingView {
+    pub fn new(heartbeat_timeout_ms: i64) -> Self {
+        Self { current: Default::default(), heartbeat_timeout_ms }
+    }
+
+    pub fn snapshot(&self) -> Arc<RingSnapshot> {
+        self.current.read().clone()
+    }
+
+    pub fn health(&self) -> Health {
+        Health::now(self.heartbeat_timeout_ms)
+    }
+
+    /// Installs a newer snapshot; older or equal ones are ignored unless
+    /// they come from the local state machine (`force`), so polling several
+    /// members never moves a view backwards.
+    pub fn update(&self, snap: RingSnapshot, force: bool) {
+        let mut cur = self.current.write();
+        if force || snap.applied > cur.applied || (snap.applied == cur.applied && snap.leader != cur.leader) {
+            *cur = Arc::new(snap);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Command;
+
+    fn member(id: &str, zone: &str, tokens: &[u32]) -> Member {
+        Member {
+            id: id.into(),
+            addr: format!("{id}:9095"),
+            zone: zone.into(),
+            tokens: tokens.to_vec(),
+            state: MemberState::Active,
+            heartbeat_ms: 1_000,
+            registered_ms: 0,
+        }
+    }
+
+    fn ring(members: Vec<Member>) -> RingSnapshot {
+        let mut s = RingState::default();
+        for m in members {
+            let state = m.state;
+            let id = m.id.clone();
+            s.apply(Command::Join { member: m });
+            s.apply(Command::SetState { id, state, at_ms: 1_000 });
+        }
+        RingSnapshot::new(s, 1, None)
+    }
+
+    fn ids(ms: Vec<&Member>) -> Vec<&str> {
+        ms.into_iter().map(|m| m.id.as_str()).collect()
+    }
+
+    const OK: Health = Health { now_ms: 1_500, timeout_ms: 1_000 };
+
+    #[test]
+    fn replicas_walk_clockwise_over_distinct_members() {
+        let r = ring(vec![member("a", "", &[100, 400]), member("b", "", &[200]), member("c", "", &[300])]);
+        assert_eq!(ids(r.write_replicas(150, 3, &OK)), vec!["b", "c", "a"]);
+        assert_eq!(ids(r.write_replicas(350, 2, &OK)), vec!["a", "b"]);
+        // Past the last token the walk wraps around.
+        assert_eq!(ids(r.write_replicas(500, 2, &OK)), vec!["a", "b"]);
+        assert_eq!(ids(r.write_replicas(150, 5, &OK)).len(), 3, "never more replicas than members");
+    }
+
+    #[test]
+    fn unhealthy_or_inactive_members_are_passed_over() {
+        let mut leaving = member("b", "", &[200]);
+        leaving.state = MemberState::Leaving;
+        let r = ring(vec![member("a", "", &[100]), leaving, member("c", "", &[300]), member("d", "", &[400])]);
+        assert_eq!(ids(r.write_replicas(150, 2, &OK)), vec!["c", "d"]);
+        let (read, down) = r.read_members(&OK);
+        assert_eq!((ids(read), down), (vec!["a", "b", "c", "d"], 0));
+        let late = Health { now_ms: 5_000, timeout_ms: 1_000 };
+        assert!(r.write_replicas(150, 2, &late).is_empty());
+        assert_eq!(r.read_members(&late).1, 4);
+    }
+
+    #[test]
+    fn zones_are_spread_before_repeated() {
+        let r = ring(vec![
+            member("a1", "a", &[100]),
+            member("a2", "a", &[200]),
+            member("b1", "b", &[300]),
+            member("c1", "c", &[400]),
+        ]);
+        assert_eq!(ids(r.write_replicas(50, 3, &OK)), vec!["a1", "b1", "c1"]);
+        // Two zones for three replicas: the third repeats a zone.
+        let r = ring(vec![member("a1", "a", &[100]), member("a2", "a", &[200]), member("b1", "b", &[300])]);
+        assert_eq!(ids(r.write_replicas(50, 3, &OK)), vec!["a1", "b1", "a2"]);
+    }
+
+    #[test]
+    fn ownership_sums_to_one() {
+        let r = ring(vec![member("a", "", &[0, 1 << 31]), member("b", "", &[1 << 30])]);
+        let own = r.ownership();
+        assert!((own.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!((own[0] - 0.75).abs() < 1e-9 && (own[1] - 0.25).abs() < 1e-9, "{own:?}");
+    }
+
+    #[test]
+    fn keys_depend_on_tenant_and_labels() {
+        let t1 = TenantId::new("t1").expect("tenant");
+        let t2 = TenantId::new("t2").expect("tenant");
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        let b = Labels::from_pairs([("__name__", "up"), ("job", "b")]);
+        assert_eq!(shard_key(&t1, &a), shard_key(&t1, &a));
+        assert_ne!(shard_key(&t1, &a), shard_key(&t1, &b));
+        assert_ne!(shard_key(&t1, &a), shard_key(&t2, &a));
+    }
+}
