@@ -21,8 +21,26 @@ pub fn cairn_bin() -> PathBuf {
     exe.parent().and_then(Path::parent).map(|d| d.join("cairn")).unwrap_or_else(|| PathBuf::from("cairn"))
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range: a
+/// port from that range could be taken by any outgoing connection (and
+/// clusters make many) between this check and the server's bind.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Spread processes (test binaries run in parallel) over the range, then
+    // walk it.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32768);
+    let (first, span) = (10_000u32, low.saturating_sub(10_000).max(1));
+    let _ = NEXT.compare_exchange(0, std::process::id() * 7919 % span + 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let port = first + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
@@ -79,6 +97,13 @@ impl Cairn {
 
     /// Starts the process (again) and waits until it is ready.
     pub fn spawn(&mut self) -> Result<()> {
+        self.spawn_background()?;
+        self.wait_ready(Duration::from_secs(60))
+    }
+
+    /// Starts the process without waiting for it (members of a ring that
+    /// wait for each other); see [`Cairn::wait_until_ready`].
+    pub fn spawn_background(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(cairn_bin())
             .arg(&self.role)
@@ -91,6 +116,10 @@ impl Cairn {
             .spawn()
             .with_context(|| format!("spawning {}", cairn_bin().display()))?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn wait_until_ready(&mut self) -> Result<()> {
         self.wait_ready(Duration::from_secs(60))
     }
 

@@ -104,6 +104,19 @@ pub fn batch_from_proto(req: PushRequest) -> Result<(TenantId, PushBatch), Servi
     Ok((tenant, PushBatch { series, metadata }))
 }
 
+impl IngesterService {
+    /// Reads from a head still being replayed would miss samples without
+    /// saying so: refuse them, so that a querier counts this replica as
+    /// failed instead.
+    fn ready(&self) -> Result<(), Status> {
+        if self.ingester.is_ready() {
+            Ok(())
+        } else {
+            Err(Status::unavailable("ingester is replaying its write-ahead log"))
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl IngesterRpc for IngesterService {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
@@ -121,6 +134,7 @@ impl IngesterRpc for IngesterService {
     }
 
     async fn select(&self, request: Request<SelectRequest>) -> Result<Response<SelectResponse>, Status> {
+        self.ready()?;
         let req = request.into_inner();
         let tenant = tenant(&req.tenant)?;
         let matchers = matchers_from_proto(req.matchers)?;
@@ -146,6 +160,7 @@ impl IngesterRpc for IngesterService {
     }
 
     async fn series(&self, request: Request<LabelsRequest>) -> Result<Response<SeriesResponse>, Status> {
+        self.ready()?;
         let q = LabelsQuery::from_proto(request.into_inner())?;
         let series = self.ingester.series(&q.tenant, &q.request()).await?;
         Ok(Response::new(SeriesResponse {
@@ -154,12 +169,14 @@ impl IngesterRpc for IngesterService {
     }
 
     async fn label_names(&self, request: Request<LabelsRequest>) -> Result<Response<StringsResponse>, Status> {
+        self.ready()?;
         let q = LabelsQuery::from_proto(request.into_inner())?;
         let values = self.ingester.label_names(&q.tenant, &q.request()).await?;
         Ok(Response::new(StringsResponse { values }))
     }
 
     async fn label_values(&self, request: Request<LabelValuesRequest>) -> Result<Response<StringsResponse>, Status> {
+        self.ready()?;
         let req = request.into_inner();
         let q = LabelsQuery::from_proto(req.request.unwrap_or_default())?;
         let values = self.ingester.label_values(&q.tenant, &req.name, &q.request()).await?;
@@ -167,6 +184,7 @@ impl IngesterRpc for IngesterService {
     }
 
     async fn metadata(&self, request: Request<MetadataRequest>) -> Result<Response<MetadataResponse>, Status> {
+        self.ready()?;
         let req = request.into_inner();
         let tenant = tenant(&req.tenant)?;
         let by_family = self.ingester.metadata(&tenant, req.metric.as_deref()).await?;

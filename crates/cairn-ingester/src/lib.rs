@@ -67,6 +67,9 @@ struct Inner {
     opening: Mutex<()>,
     metrics: Arc<IngesterMetrics>,
     ready: AtomicBool,
+    /// Set when the ingester leaves a ring: pushes are refused (retryably)
+    /// so that the head can be cut whole and handed to object storage.
+    leaving: AtomicBool,
     shipper: Option<Arc<Shipper>>,
 }
 
@@ -111,6 +114,7 @@ impl Ingester {
                 opening: Mutex::new(()),
                 metrics: Arc::new(IngesterMetrics::new(registry)),
                 ready: AtomicBool::new(false),
+                leaving: AtomicBool::new(false),
                 shipper,
             }),
         })
@@ -161,6 +165,12 @@ impl Ingester {
         self.inner.ready.load(Ordering::Acquire)
     }
 
+    /// From now on pushes answer 503 ("leaving"): writers count this
+    /// replica as failed and their quorum comes from the others.
+    pub fn stop_accepting_writes(&self) {
+        self.inner.leaving.store(true, Ordering::Release);
+    }
+
     fn get_tenant(&self, tenant: &TenantId) -> Option<Arc<TenantDb>> {
         self.inner.tenants.read().get(tenant).cloned()
     }
@@ -184,6 +194,9 @@ impl Ingester {
     pub fn push_blocking(&self, tenant: &TenantId, batch: &PushBatch) -> Result<PushOutcome, ServiceError> {
         if !self.is_ready() {
             return Err(ServiceError::new(ErrorCode::Unavailable, "ingester is replaying its write-ahead log"));
+        }
+        if self.inner.leaving.load(Ordering::Acquire) {
+            return Err(ServiceError::new(ErrorCode::Unavailable, "ingester is leaving the ring"));
         }
         let db = match self.get_tenant(tenant) {
             Some(db) => db,

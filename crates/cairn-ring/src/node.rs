@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_common::Shutdown;
@@ -33,6 +34,15 @@ use crate::{RingAccess, RingError, TypeConfig};
 /// change in flight can make two nodes point at each other briefly).
 const MAX_HOPS: u32 = 3;
 
+/// What the other seeds said when asked whether a ring exists.
+enum Probe {
+    RingExists,
+    /// Every seed answered; none has a ring.
+    NoRing,
+    /// These seeds did not answer.
+    Silent(Vec<String>),
+}
+
 /// Who this member is.
 #[derive(Clone, Debug)]
 pub struct Identity {
@@ -53,6 +63,12 @@ pub struct RingNode {
     leader: Arc<Mutex<Option<String>>>,
     /// Leader only: heartbeats received since the last batch was recorded.
     beats: Mutex<HashMap<String, i64>>,
+    /// Leader only: nodes made learners whose `Join` is not committed yet;
+    /// they are not in the ring, but have not departed either.
+    joining: Mutex<BTreeSet<u64>>,
+    /// The Raft storage was empty when this node opened it, and it did not
+    /// start the ring itself.
+    fresh: AtomicBool,
 }
 
 impl std::fmt::Debug for RingNode {
@@ -128,6 +144,7 @@ impl RingNode {
         let raft = Raft::new(id, Arc::new(config), Network { channels: channels.clone() }, log, sm)
             .await
             .context("starting the ring's Raft node")?;
+        let fresh = !raft.is_initialized().await?;
         Ok(Arc::new(Self {
             raft,
             node_id: id,
@@ -138,6 +155,8 @@ impl RingNode {
             channels,
             leader,
             beats: Mutex::new(HashMap::new()),
+            joining: Mutex::new(BTreeSet::new()),
+            fresh: AtomicBool::new(fresh),
         }))
     }
 
@@ -177,21 +196,42 @@ impl RingNode {
         self.cfg.join.iter().filter(|a| **a != self.me.addr).cloned().collect()
     }
 
-    /// Starts a new ring when this node is the designated first one and no
-    /// other seed runs a ring already; then registers this member (JOINING),
-    /// retrying until a leader accepts it or `shutdown`.
+    /// Starts a new ring when this node is the designated first one, has no
+    /// Raft state, and every other seed answers without a ring (a seed that
+    /// does not answer may be running one: waiting is safer than two rings);
+    /// then registers this member (JOINING), retrying until a leader
+    /// accepts it or `shutdown`.
     pub async fn join(&self, shutdown: &Shutdown) -> anyhow::Result<()> {
-        let initialized = self.raft.is_initialized().await?;
         let first = self.cfg.join.first().is_none_or(|a| *a == self.me.addr);
-        if !initialized && first {
-            if self.ring_exists_elsewhere().await {
-                info!("a ring already runs at the other seeds; joining it instead of starting one");
-            } else {
-                info!(id = %self.me.id, addr = %self.me.addr, "starting a new ring");
-                let nodes = BTreeMap::from([(self.node_id, BasicNode::new(&self.me.addr))]);
-                if let Err(e) = self.raft.initialize(nodes).await {
-                    warn!(error = %e, "initializing the ring");
+        let mut waited = 0u32;
+        while self.fresh.load(Ordering::SeqCst) && first && !self.raft.is_initialized().await? {
+            match self.probe_seeds().await {
+                Probe::RingExists => {
+                    info!("a ring already runs at the other seeds; joining it");
+                    break;
                 }
+                Probe::NoRing => {
+                    info!(id = %self.me.id, addr = %self.me.addr, "starting a new ring");
+                    let nodes = BTreeMap::from([(self.node_id, BasicNode::new(&self.me.addr))]);
+                    match self.raft.initialize(nodes).await {
+                        Ok(()) => self.fresh.store(false, Ordering::SeqCst),
+                        Err(e) => warn!(error = %e, "initializing the ring"),
+                    }
+                    break;
+                }
+                Probe::Silent(addrs) => {
+                    if waited.is_multiple_of(10) {
+                        warn!(
+                            seeds = ?addrs,
+                            "waiting for every seed to answer before starting a new ring (one may already run it)"
+                        );
+                    }
+                    waited += 1;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => anyhow::bail!("stopped before joining the ring"),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
         let member = Member {
@@ -205,7 +245,7 @@ impl RingNode {
         };
         let mut attempt = 0u32;
         loop {
-            match self.write(Command::Join { member: member.clone() }).await {
+            match self.write(Command::Join { member: member.clone(), fresh: self.fresh.load(Ordering::SeqCst) }).await {
                 Ok(()) => {
                     info!(id = %self.me.id, tokens = self.tokens.len(), "joined the ring");
                     return Ok(());
@@ -225,15 +265,16 @@ impl RingNode {
         }
     }
 
-    async fn ring_exists_elsewhere(&self) -> bool {
+    async fn probe_seeds(&self) -> Probe {
+        let mut silent = Vec::new();
         for addr in self.seeds() {
-            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), self.get_ring(&addr)).await
-                && (!r.leader.is_empty() || r.applied_index > 0)
-            {
-                return true;
+            match tokio::time::timeout(Duration::from_secs(2), self.get_ring(&addr)).await {
+                Ok(Ok(r)) if !r.leader.is_empty() || r.applied_index > 0 => return Probe::RingExists,
+                Ok(Ok(_)) => {}
+                _ => silent.push(addr),
             }
         }
-        false
+        if silent.is_empty() { Probe::NoRing } else { Probe::Silent(silent) }
     }
 
     async fn get_ring(&self, addr: &str) -> Result<GetRingResponse, Status> {
@@ -314,33 +355,58 @@ impl RingNode {
     /// On the leader: makes a joining member a Raft learner (or updates its
     /// address) before recording it, then commits the command.
     async fn leader_write(&self, cmd: Command) -> Result<(), RingError> {
-        if let Command::Join { member } = &cmd {
+        let mut joining = None;
+        if let Command::Join { member, fresh } = &cmd {
             let nid = node_id(&member.id);
-            let node = BasicNode::new(&member.addr);
-            let known = self.raft.metrics().borrow().membership_config.membership().get_node(&nid).cloned();
-            let raft = &self.raft;
-            let change = async {
-                match known {
-                    Some(n) if n.addr == member.addr => Ok(()),
-                    Some(_) => raft
-                        .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(nid, node)])), false)
-                        .await
-                        .map(drop),
-                    None => raft.add_learner(nid, node, true).await.map(drop),
-                }
+            self.joining.lock().insert(nid);
+            joining = Some(nid);
+            let result = tokio::time::timeout(Duration::from_secs(30), self.admit(nid, &member.addr, *fresh)).await;
+            let result = match result {
+                Ok(r) => r,
+                Err(_) => Err(unavailable(format!("{} did not catch up with the ring's log", member.id))),
             };
-            match tokio::time::timeout(Duration::from_secs(30), change).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(raft_err(e)),
-                Err(_) => return Err(unavailable(format!("{} did not catch up with the ring's log", member.id))),
+            if let Err(e) = result {
+                self.joining.lock().remove(&nid);
+                return Err(e);
             }
         }
-        match self.raft.client_write(cmd).await {
+        let result = self.raft.client_write(cmd).await;
+        if let Some(nid) = joining {
+            self.joining.lock().remove(&nid);
+        }
+        match result {
             Ok(resp) => match resp.data.error {
                 Some(e) => Err(RingError::Rejected(e)),
                 None => Ok(()),
             },
             Err(e) => Err(raft_err(e)),
+        }
+    }
+
+    /// Makes a joining node a learner of the Raft group, or updates its
+    /// address. A node whose Raft state is gone (`fresh`) but that is still
+    /// a voter is demoted first: it must not vote with an empty log.
+    async fn admit(&self, nid: u64, addr: &str, fresh: bool) -> Result<(), RingError> {
+        let node = BasicNode::new(addr);
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if fresh && voters.contains(&nid) {
+            let rest: BTreeSet<u64> = voters.iter().filter(|v| **v != nid).copied().collect();
+            if rest.is_empty() {
+                return Err(RingError::Rejected("the ring's only voter lost its state".into()));
+            }
+            warn!(node = nid, "a voter rejoins without its Raft state; it is a learner until it catches up");
+            self.raft.change_membership(ChangeMembers::ReplaceAllVoters(rest), true).await.map_err(raft_err)?;
+        }
+        match membership.get_node(&nid) {
+            Some(n) if n.addr == addr => Ok(()),
+            Some(_) => self
+                .raft
+                .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(nid, node)])), false)
+                .await
+                .map(drop)
+                .map_err(raft_err),
+            None => self.raft.add_learner(nid, node, true).await.map(drop).map_err(raft_err),
         }
     }
 
@@ -473,8 +539,12 @@ impl RingNode {
                 .await
                 .map_err(raft_err)?;
         }
-        let departed: BTreeSet<u64> =
-            nodes.iter().filter(|id| !present.contains_key(id) && !desired.contains(id)).copied().collect();
+        let joining = self.joining.lock().clone();
+        let departed: BTreeSet<u64> = nodes
+            .iter()
+            .filter(|id| !present.contains_key(id) && !desired.contains(id) && !joining.contains(id))
+            .copied()
+            .collect();
         if !departed.is_empty() {
             info!(nodes = ?departed, "removing departed members from the ring's Raft group");
             self.raft.change_membership(ChangeMembers::RemoveNodes(departed), false).await.map_err(raft_err)?;

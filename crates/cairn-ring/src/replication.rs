@@ -13,9 +13,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-
 use async_trait::async_trait;
 use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher, Rejection};
 use cairn_common::status::ServiceError;
@@ -66,21 +63,30 @@ impl ReplicatedPusher {
     }
 }
 
-/// Folds replicas' outcomes: a rejection any replica reports is reported
-/// (with the largest count), so that bad samples are answered with 400.
-fn merge_outcomes(total_samples: u64, outcomes: &[PushOutcome]) -> PushOutcome {
+/// Folds replicas' outcomes. Every series went to `copies` replicas on
+/// average, so counts summed over replicas are divided by it (exact when
+/// every series had the same number of replicas). Any rejection is
+/// reported, so that bad samples are answered with 400.
+fn merge_outcomes(total_samples: u64, copies: f64, outcomes: &[PushOutcome]) -> PushOutcome {
+    let per_series = |n: u64| (n as f64 / copies.max(1.0)).ceil() as u64;
     let mut by_reason: BTreeMap<_, Rejection> = BTreeMap::new();
     let mut created = 0;
     for o in outcomes {
-        created = created.max(o.series_created);
+        created += o.series_created;
         for r in &o.rejections {
-            let e = by_reason.entry(r.reason).or_insert_with(|| Rejection { samples: 0, ..r.clone() });
-            e.samples = e.samples.max(r.samples);
+            by_reason.entry(r.reason).or_insert_with(|| Rejection { samples: 0, ..r.clone() }).samples += r.samples;
         }
     }
-    let rejections: Vec<Rejection> = by_reason.into_values().collect();
+    let mut rejections: Vec<Rejection> = by_reason.into_values().collect();
+    for r in &mut rejections {
+        r.samples = per_series(r.samples);
+    }
     let rejected: u64 = rejections.iter().map(|r| r.samples).sum();
-    PushOutcome { samples_appended: total_samples.saturating_sub(rejected), series_created: created, rejections }
+    PushOutcome {
+        samples_appended: total_samples.saturating_sub(rejected),
+        series_created: per_series(created),
+        rejections,
+    }
 }
 
 #[async_trait]
@@ -92,11 +98,7 @@ impl Pusher for ReplicatedPusher {
         let total_samples = batch.num_samples() as u64;
 
         if batch.series.is_empty() {
-            // Metadata only: one live ingester keeps it.
-            let Some(m) = snap.write_replicas(0, 1, &health).first().copied() else {
-                return Err(unavailable("no healthy ACTIVE ingester in the ring".into()));
-            };
-            return self.clients.get(m)?.push(tenant, batch).await;
+            return self.push_metadata(tenant, batch).await;
         }
 
         // Which series go to which member; each series encoded once.
@@ -159,7 +161,8 @@ impl Pusher for ReplicatedPusher {
                         }
                     }
                     if pending == 0 {
-                        return Ok(merge_outcomes(total_samples, &outcomes));
+                        let copies = members.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
+                        return Ok(merge_outcomes(total_samples, copies, &outcomes));
                     }
                 }
                 Err(e) => {
@@ -176,13 +179,52 @@ impl Pusher for ReplicatedPusher {
     }
 }
 
-/// Keeps a bad-data answer as it is (every replica refuses bad data alike),
-/// and turns anything else into a retryable 5xx naming the quorum.
+/// Whether an ingester's error is about the ingester (down, slow, failing)
+/// rather than about the request, which every replica would refuse alike.
+fn replica_failed(e: &ServiceError) -> bool {
+    matches!(e.code, ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal | ErrorCode::Canceled)
+}
+
+/// Keeps an answer about the request as it is (bad data 4xx, a limit's
+/// 429), and turns a replica failure into a retryable 503 naming the quorum.
 fn quorum_error(e: ServiceError, need: usize, rf: usize) -> ServiceError {
-    if e.code.is_retryable() {
+    if replica_failed(&e) {
         unavailable(format!("write quorum not reached ({need} of {rf} replicas needed): {}", e.message))
     } else {
         e
+    }
+}
+
+impl ReplicatedPusher {
+    /// Metadata alone (Prometheus sends it in requests of its own) goes to
+    /// the replicas of its first metric family, with the same quorum.
+    async fn push_metadata(&self, tenant: &TenantId, batch: PushBatch) -> Result<PushOutcome, ServiceError> {
+        let snap = self.view.snapshot();
+        let need = quorum(self.rf);
+        let family = batch.metadata.first().map(|m| m.metric_family.clone()).unwrap_or_default();
+        let key = shard_key(tenant, &Labels::from_pairs([(cairn_common::METRIC_NAME, family.as_str())]));
+        let chosen = snap.write_replicas(key, self.rf, &self.view.health());
+        if chosen.len() < need {
+            return Err(unavailable(format!(
+                "too few healthy ACTIVE ingesters: a write needs {need} of {} replicas, the ring has {}",
+                self.rf,
+                chosen.len()
+            )));
+        }
+        let clients = chosen.iter().map(|m| self.clients.get(m)).collect::<Result<Vec<_>, _>>()?;
+        let results = futures::future::join_all(clients.iter().map(|c| c.push(tenant, batch.clone()))).await;
+        let mut outcomes = Vec::new();
+        let mut last = None;
+        for r in results {
+            match r {
+                Ok(o) => outcomes.push(o),
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) if outcomes.len() < need => Err(quorum_error(e, need, self.rf)),
+            _ => Ok(PushOutcome::default()),
+        }
     }
 }
 
@@ -212,53 +254,46 @@ impl ReplicatedQueryable {
         Fut: Future<Output = Result<T, ServiceError>>,
     {
         let snap = self.view.snapshot();
-        let (members, unhealthy) = snap.read_members(&self.view.health());
-        let tolerated = self.rf - quorum(self.rf);
-        if unhealthy > tolerated {
-            return Err(unavailable(format!(
-                "{unhealthy} ingesters are unhealthy; reads tolerate {tolerated} with replication factor {}",
-                self.rf
-            )));
-        }
-        // Every acknowledged sample is on at least `quorum` ingesters, and
-        // at most `tolerated` (< quorum) are left out, so the answers of all
-        // the others hold every sample: do not wait for the slowest.
         let health = self.view.health();
+        let (members, unhealthy) = snap.read_members(&health);
+        // A member that left recently holds its data in blocks this querier
+        // may not see yet: it no longer counts as a replica, so no other
+        // may be missing meanwhile.
         let recently_left = snap
             .members()
             .iter()
             .any(|m| m.state == MemberState::Left && health.now_ms - m.heartbeat_ms <= self.blocks_visible_after_ms);
-        let need = if recently_left { members.len() } else { members.len().saturating_sub(tolerated - unhealthy) };
-        let mut calls: FuturesUnordered<_> = members
-            .iter()
-            .map(|m| {
-                let client = self.clients.get(m);
-                let ask = &ask;
-                async move { ask(client?).await }
-            })
-            .collect();
+        let tolerated = if recently_left { 0 } else { self.rf - quorum(self.rf) };
+        let too_many = |failed: usize, msgs: Vec<String>| {
+            unavailable(format!(
+                "{failed} ingesters failed and {unhealthy} are unhealthy; with replication factor {} reads \
+                 tolerate {tolerated}{}{}",
+                self.rf,
+                if msgs.is_empty() { "" } else { ": " },
+                msgs.join("; ")
+            ))
+        };
+        if unhealthy > tolerated {
+            return Err(too_many(0, Vec::new()));
+        }
+        // Every answer is needed: an ingester that restarted, or a series
+        // whose replicas moved, may leave any one of them holding a sample.
+        let calls = members.iter().map(|m| {
+            let client = self.clients.get(m);
+            let ask = &ask;
+            async move { ask(client?).await }
+        });
         let mut out = Vec::with_capacity(members.len());
         let mut failures: Vec<ServiceError> = Vec::new();
-        while out.len() < need {
-            let Some(r) = calls.next().await else { break };
+        for r in futures::future::join_all(calls).await {
             match r {
                 Ok(v) => out.push(v),
-                // The request's own fault or limit: the same everywhere.
-                Err(e) if !matches!(e.code, ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal) => {
-                    return Err(e);
-                }
-                Err(e) => {
-                    failures.push(e);
-                    if failures.len() + unhealthy > tolerated {
-                        let msgs: Vec<String> = failures.iter().map(|e| e.message.clone()).collect();
-                        return Err(unavailable(format!(
-                            "{} ingesters failed and {unhealthy} are unhealthy; reads tolerate {tolerated}: {}",
-                            failures.len(),
-                            msgs.join("; ")
-                        )));
-                    }
-                }
+                Err(e) if replica_failed(&e) => failures.push(e),
+                Err(e) => return Err(e),
             }
+        }
+        if failures.len() + unhealthy > tolerated {
+            return Err(too_many(failures.len(), failures.into_iter().map(|e| e.message).collect()));
         }
         Ok(out)
     }
@@ -324,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_report_every_rejection_once_with_the_largest_count() {
+    fn outcomes_count_each_rejected_sample_once() {
         let rej = |reason, samples| Rejection { reason, samples, message: format!("{samples}") };
         let a =
             PushOutcome { samples_appended: 8, series_created: 1, rejections: vec![rej(RejectReason::OutOfOrder, 2)] };
@@ -333,8 +368,9 @@ mod tests {
             series_created: 3,
             rejections: vec![rej(RejectReason::OutOfOrder, 3), rej(RejectReason::TooOld, 1)],
         };
-        let m = merge_outcomes(10, &[a, b]);
-        assert_eq!(m.series_created, 3);
+        // Two replicas of every series: counts summed over them, halved.
+        let m = merge_outcomes(10, 2.0, &[a, b]);
+        assert_eq!(m.series_created, 2);
         assert_eq!(
             m.rejections.iter().map(|r| (r.reason, r.samples)).collect::<Vec<_>>(),
             vec![(RejectReason::OutOfOrder, 3), (RejectReason::TooOld, 1)]

@@ -55,7 +55,13 @@ pub struct Member {
 pub enum Command {
     /// Adds a member, or re-registers one that restarted (same id): its
     /// address, zone and tokens are replaced and it becomes JOINING.
-    Join { member: Member },
+    /// `fresh`: its Raft storage was empty (new, or its disk was lost); the
+    /// leader then makes sure it is not a voter until it has caught up.
+    Join {
+        member: Member,
+        #[serde(default)]
+        fresh: bool,
+    },
     /// Moves a member to another state.
     SetState { id: String, state: MemberState, at_ms: i64 },
     /// Heartbeats the leader collected since its last batch.
@@ -92,7 +98,7 @@ pub struct RingState {
 impl RingState {
     pub fn apply(&mut self, cmd: Command) -> CommandResult {
         let error = match cmd {
-            Command::Join { mut member } => {
+            Command::Join { mut member, .. } => {
                 member.tokens.sort_unstable();
                 member.tokens.dedup();
                 // A token another member holds stays with that member: the
@@ -159,8 +165,8 @@ mod tests {
     #[test]
     fn join_takes_free_tokens_and_rejoin_replaces() {
         let mut ring = RingState::default();
-        assert_eq!(ring.apply(Command::Join { member: member("a", "", &[30, 10, 20]) }).error, None);
-        ring.apply(Command::Join { member: member("b", "", &[20, 40]) });
+        assert_eq!(ring.apply(Command::Join { member: member("a", "", &[30, 10, 20]), fresh: false }).error, None);
+        ring.apply(Command::Join { member: member("b", "", &[20, 40]), fresh: false });
         assert_eq!(ring.members["a"].tokens, vec![10, 20, 30]);
         assert_eq!(ring.members["b"].tokens, vec![40], "a token held by another member stays with it");
         assert_eq!(ring.members["b"].state, MemberState::Joining);
@@ -170,7 +176,7 @@ mod tests {
         // A restart re-registers with the same id.
         let mut again = member("b", "z", &[40, 50]);
         again.registered_ms = 9;
-        ring.apply(Command::Join { member: again });
+        ring.apply(Command::Join { member: again, fresh: false });
         assert_eq!(ring.members["b"].tokens, vec![40, 50]);
         assert_eq!(ring.members["b"].state, MemberState::Joining);
         assert_eq!(ring.members["b"].heartbeat_ms, 9);
@@ -179,7 +185,7 @@ mod tests {
     #[test]
     fn heartbeats_only_move_forward_and_forget_removes() {
         let mut ring = RingState::default();
-        ring.apply(Command::Join { member: member("a", "", &[1]) });
+        ring.apply(Command::Join { member: member("a", "", &[1]), fresh: false });
         ring.apply(Command::Heartbeats { beats: vec![("a".into(), 100), ("ghost".into(), 100)] });
         ring.apply(Command::Heartbeats { beats: vec![("a".into(), 50)] });
         assert_eq!(ring.members["a"].heartbeat_ms, 100);

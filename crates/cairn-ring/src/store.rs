@@ -214,6 +214,9 @@ struct SmInner {
 #[derive(Clone)]
 pub struct StateMachine {
     inner: Arc<Mutex<SmInner>>,
+    /// Serialises snapshot writes: openraft may build one while another is
+    /// being installed.
+    saving: Arc<Mutex<()>>,
     /// Where snapshots are kept; `None` keeps them in memory (tests).
     path: Option<PathBuf>,
     on_apply: Option<OnApply>,
@@ -240,7 +243,7 @@ impl StateMachine {
                 Err(e) => return Err(sm_err(e)),
             }
         }
-        let sm = Self { inner: Arc::new(Mutex::new(inner)), path, on_apply };
+        let sm = Self { inner: Arc::new(Mutex::new(inner)), saving: Default::default(), path, on_apply };
         sm.notify();
         Ok(sm)
     }
@@ -258,8 +261,16 @@ impl StateMachine {
         }
     }
 
-    fn persist(&self, snap: &SnapshotFile) -> Result<Vec<u8>, SErr> {
+    /// Writes `snap` (temporary file, fsync, rename) and makes it the
+    /// current snapshot, unless a newer one is already kept. Returns its
+    /// bytes either way.
+    fn save_snapshot(&self, snap: &SnapshotFile) -> Result<Vec<u8>, SErr> {
+        let _saving = self.saving.lock();
         let bytes = serde_json::to_vec(snap).map_err(sm_err)?;
+        let newer = self.inner.lock().snapshot.as_ref().is_none_or(|(kept, _)| snap.last_applied >= kept.last_applied);
+        if !newer {
+            return Ok(bytes);
+        }
         if let Some(p) = &self.path {
             let tmp = p.with_extension("json.tmp");
             let write = || -> std::io::Result<()> {
@@ -275,6 +286,7 @@ impl StateMachine {
             };
             write().map_err(sm_err)?;
         }
+        self.inner.lock().snapshot = Some((snap.clone(), bytes.clone()));
         Ok(bytes)
     }
 }
@@ -286,13 +298,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, cairn_common::time::now_ms()),
             None => format!("empty-{}", cairn_common::time::now_ms()),
         };
-        let bytes = self.persist(&snap)?;
+        let bytes = self.save_snapshot(&snap)?;
         let meta = SnapshotMeta {
             last_log_id: snap.last_applied,
             last_membership: snap.membership.clone(),
             snapshot_id: snap.snapshot_id.clone(),
         };
-        self.inner.lock().snapshot = Some((snap, bytes.clone()));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
@@ -347,12 +358,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snap.last_applied = meta.last_log_id;
         snap.membership = meta.last_membership.clone();
         snap.snapshot_id = meta.snapshot_id.clone();
-        let bytes = self.persist(&snap)?;
-        {
-            let mut inner = self.inner.lock();
-            inner.current = snap.clone();
-            inner.snapshot = Some((snap, bytes));
-        }
+        self.save_snapshot(&snap)?;
+        self.inner.lock().current = snap;
         self.notify();
         Ok(())
     }

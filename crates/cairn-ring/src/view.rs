@@ -79,13 +79,13 @@ impl RingSnapshot {
     }
 
     /// The members a read must ask: every member that may hold recent data
-    /// (ACTIVE or LEAVING) and is healthy; and how many such members are not
-    /// healthy and count as failed from the start.
+    /// (JOINING after a restart, ACTIVE, LEAVING) and is healthy; and how
+    /// many such members are not healthy and count as failed from the start.
     pub fn read_members(&self, health: &Health) -> (Vec<&Member>, usize) {
         let mut unhealthy = 0;
         let mut out = Vec::new();
         for m in &self.members {
-            if !matches!(m.state, MemberState::Active | MemberState::Leaving) {
+            if m.state == MemberState::Left {
                 continue;
             }
             if health.is_healthy(m) {
@@ -204,7 +204,7 @@ mod tests {
         for m in members {
             let state = m.state;
             let id = m.id.clone();
-            s.apply(Command::Join { member: m });
+            s.apply(Command::Join { member: m, fresh: false });
             s.apply(Command::SetState { id, state, at_ms: 1_000 });
         }
         RingSnapshot::new(s, 1, None)
@@ -234,6 +234,10 @@ mod tests {
         assert_eq!(ids(r.write_replicas(150, 2, &OK)), vec!["c", "d"]);
         let (read, down) = r.read_members(&OK);
         assert_eq!((ids(read), down), (vec!["a", "b", "c", "d"], 0));
+        let mut left = member("e", "", &[500]);
+        left.state = MemberState::Left;
+        let r2 = ring(vec![member("a", "", &[100]), left]);
+        assert_eq!(ids(r2.read_members(&OK).0), vec!["a"], "LEFT members are not read");
         let late = Health { now_ms: 5_000, timeout_ms: 1_000 };
         assert!(r.write_replicas(150, 2, &late).is_empty());
         assert_eq!(r.read_members(&late).1, 4);

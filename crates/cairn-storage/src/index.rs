@@ -62,11 +62,16 @@ async fn newest_by_listing(store: &dyn ObjectStore, tenant: &TenantId) -> Result
 /// it). Returns an empty index of generation 0 when there is none.
 pub async fn read_latest(store: &dyn ObjectStore, tenant: &TenantId, from: u64) -> Result<BucketIndex> {
     let mut g = if from == 0 { newest_by_listing(store, tenant).await? } else { from };
-    let mut current = if g == 0 { None } else { read_generation(store, tenant, g).await? };
-    if current.is_none() && g > 0 {
-        // Deleted behind us: find the newest again.
+    let mut current = None;
+    while g > 0 {
+        if let Some(idx) = read_generation(store, tenant, g).await? {
+            current = Some(idx);
+            break;
+        }
+        // Trimmed behind us (writers delete old generations): find the
+        // newest again, as often as it takes on a busy bucket. Returning
+        // an empty index here would let a writer restart the generations.
         g = newest_by_listing(store, tenant).await?;
-        current = if g == 0 { None } else { read_generation(store, tenant, g).await? };
     }
     // Newer generations written since: follow them by name.
     while let Some(next) = read_generation(store, tenant, g + 1).await? {

@@ -89,11 +89,15 @@ impl Role for IngesterRole {
             routes.add_service(node.service());
         }
     }
-    /// Replays the WAL, then joins the ring (JOINING) and becomes ACTIVE.
+    /// In a ring: registers (JOINING: no writes, and reads count it as
+    /// failed until it is ready), replays the WAL, becomes ACTIVE. Alone:
+    /// replays the WAL.
     async fn start(&self) -> anyhow::Result<()> {
-        self.ingester.start().await?;
         if let Some(node) = &self.ring {
             node.join(&Shutdown::new()).await?;
+        }
+        self.ingester.start().await?;
+        if let Some(node) = &self.ring {
             node.set_state(MemberState::Active).await.context("becoming ACTIVE in the ring")?;
         }
         self.joined.store(true, Ordering::SeqCst);
@@ -102,37 +106,41 @@ impl Role for IngesterRole {
     fn is_ready(&self) -> bool {
         self.ingester.is_ready() && self.joined.load(Ordering::SeqCst)
     }
+    /// Leaves the ring while still serving reads and Raft: LEAVING (writers
+    /// stop choosing it), pushes refused from then on, the whole head cut
+    /// into blocks and uploaded, then LEFT. If the upload fails it stays
+    /// LEAVING and its WAL keeps the data for the next start.
     async fn stopping(&self) {
-        if let (Some(node), true) = (&self.ring, self.joined.load(Ordering::SeqCst))
-            && let Err(e) = node.set_state(MemberState::Leaving).await
-        {
+        let Some(node) = &self.ring else { return };
+        if !self.joined.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = node.set_state(MemberState::Leaving).await {
             tracing::warn!(error = %e, "could not mark this ingester LEAVING");
         }
+        // Distributors poll the ring every second: let them see LEAVING
+        // before pushes are refused, so that few requests fail over.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        self.ingester.stop_accepting_writes();
+        match self.ingester.ship_blocks(true).await {
+            Ok(()) => {
+                tracing::info!("head flushed to object storage");
+                if let Err(e) = node.set_state(MemberState::Left).await {
+                    tracing::warn!(error = %e, "could not mark this ingester LEFT");
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "flushing the head to object storage failed; staying LEAVING, the WAL keeps the data"
+            ),
+        }
     }
-    /// Until shutdown: the ingester's and the ring member's duties. Then, in
-    /// a ring, the whole head is cut into blocks and uploaded before the
-    /// member is marked LEFT; if that fails it stays LEAVING and its WAL
-    /// keeps the data for the next start.
     async fn run(&self, shutdown: Shutdown) -> anyhow::Result<()> {
         let Some(node) = &self.ring else {
             self.ingester.run(shutdown).await;
             return Ok(());
         };
         tokio::join!(self.ingester.run(shutdown.clone()), node.run(shutdown));
-        if self.joined.load(Ordering::SeqCst) {
-            match self.ingester.ship_blocks(true).await {
-                Ok(()) => {
-                    tracing::info!("head flushed to object storage");
-                    if let Err(e) = node.set_state(MemberState::Left).await {
-                        tracing::warn!(error = %e, "could not mark this ingester LEFT");
-                    }
-                }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "flushing the head to object storage failed; staying LEAVING, the WAL keeps the data"
-                ),
-            }
-        }
         node.shutdown().await;
         Ok(())
     }

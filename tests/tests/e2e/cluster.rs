@@ -13,9 +13,10 @@ use parking_lot::Mutex;
 
 const SERIES: usize = 20;
 
-/// Ring settings short enough for a test: a member silent for 5s is
-/// unhealthy.
-const RING_FLAGS: [&str; 2] = ["--ring.heartbeat-period=500ms", "--ring.heartbeat-timeout=5s"];
+/// Ring settings short enough for a test: a member silent for 10s is
+/// unhealthy (a leader election, which pauses recorded heartbeats, takes a
+/// few seconds on a loaded machine).
+const RING_FLAGS: [&str; 2] = ["--ring.heartbeat-period=500ms", "--ring.heartbeat-timeout=10s"];
 
 struct Cluster {
     root: PathBuf,
@@ -34,8 +35,12 @@ impl Cluster {
         for ing in &mut ingesters {
             ing.extra.push(format!("--ring.join={}", join.join(",")));
         }
+        // The first starts the ring once every other seed answers.
         for ing in &mut ingesters {
-            ing.spawn().expect("start ingester");
+            ing.spawn_background().expect("start ingester");
+        }
+        for ing in &mut ingesters {
+            ing.wait_until_ready().expect("ingester ready");
         }
         let seeds = format!("--ring.join={}", join.join(","));
         let mut distributor = Cairn::prepare("distributor", &root.join("distributor"), &[&seeds]);
@@ -258,7 +263,7 @@ async fn writes_and_reads_survive_kill9_restart_and_leader_loss() {
     let up = vector(&query(&c, &cl.querier.url(""), "count(cluster_test)", now_ms(), None).await.expect("query"));
     assert_eq!(up, vec![("{}".to_owned(), SERIES as f64)]);
     // Past the heartbeat timeout the dead member is passed over.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
     writer.wait_rounds(20).await;
     let snapshot: Vec<(i64, f64)> = writer.log.lock().acked.clone();
     assert_all_acked_samples_answered(&cl.querier, &snapshot).await;
@@ -373,6 +378,23 @@ async fn scaling_out_and_draining_lose_nothing() {
     .await;
     let html = c.get(cl.querier.url("/ring")).send().await.expect("page").text().await.expect("text");
     assert!(html.contains("<table") && html.contains("ingester-0") && html.contains("ACTIVE"), "{html}");
+
+    // An ingester loses its disk (the one that started the ring, a voter)
+    // and comes back under the same id: it rejoins with new tokens; its
+    // data is still answered from the other replicas.
+    cl.ingesters[0].kill9().expect("kill -9");
+    std::fs::remove_dir_all(&cl.ingesters[0].data_dir).expect("lose the disk");
+    writer.wait_rounds(10).await;
+    cl.ingesters[0].spawn().expect("restart with an empty disk");
+    wait_ring(&[&cl.querier, &cl.ingesters[0], &cl.ingesters[2]], "whole again after a lost disk", |m, _| {
+        m.len() == 4 && m.values().all(|(s, _)| s == "ACTIVE")
+    })
+    .await;
+    writer.wait_rounds(20).await;
+    assert!(
+        cl.ingesters.iter().any(|i| i.log_text().contains("rejoins without its Raft state")),
+        "the leader demoted the voter that lost its Raft log"
+    );
 
     let log = writer.finish().await;
     assert_all_acked_samples_answered(&cl.querier, &log.acked).await;
