@@ -36,6 +36,33 @@ impl Sample {
     }
 }
 
+/// Merges two time-sorted runs of samples (each without duplicate
+/// timestamps) into `out` in one pass; on equal timestamps `a`'s sample is
+/// kept.
+pub fn merge_sorted(a: &[Sample], b: &[Sample], out: &mut Vec<Sample>) {
+    out.reserve(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].t.cmp(&b[j].t) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,8 +94,10 @@ pub fn merge_series(parts: Vec<Vec<Series>>, req: &SelectRequest<'_>) -> Result<
                         e.insert(s.samples);
                     }
                     std::collections::btree_map::Entry::Occupied(mut e) => {
-                        let merged = std::mem::take(e.get_mut());
-                        *e.get_mut() = merge_samples(merged, s.samples);
+                        // Replicas usually hold the same samples: one pass.
+                        let mut merged = Vec::new();
+                        crate::sample::merge_sorted(e.get(), &s.samples, &mut merged);
+                        *e.get_mut() = merged;
                     }
                 }
             }
@@ -124,40 +126,6 @@ pub fn merge_series(parts: Vec<Vec<Series>>, req: &SelectRequest<'_>) -> Result<
         ));
     }
     Ok(out)
-}
-
-/// Merges two time-sorted sample lists (each without duplicate timestamps)
-/// in one pass; of equal timestamps, `a`'s sample is kept. Replicas usually
-/// hold the same samples, so this is the common case of a fan-out read.
-fn merge_samples(a: Vec<Sample>, b: Vec<Sample>) -> Vec<Sample> {
-    if b.is_empty() {
-        return a;
-    }
-    if a.is_empty() {
-        return b;
-    }
-    let mut out = Vec::with_capacity(a.len().max(b.len()));
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].t.cmp(&b[j].t) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
 }
 
 /// The sorted union of several answers (series, label names or values),

@@ -9,14 +9,14 @@ use async_trait::async_trait;
 use cairn_common::push::{MetricMetadata, MetricType, PushBatch, PushOutcome, Pusher, RejectReason, Rejection};
 use cairn_common::status::ServiceError;
 use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series};
-use cairn_common::{ErrorCode, Label, Labels, MatchOp, Matcher, Sample, TenantId};
+use cairn_common::{Label, Labels, MatchOp, Matcher, Sample, TenantId};
 use cairn_proto::ingester as pb;
 use cairn_proto::ingester::ingester_client::IngesterClient as Rpc;
 use cairn_proto::prometheus;
 use tonic::transport::Channel;
 
 use crate::channels::with_deadline;
-use crate::wire::{EncodedPush, PushCodec};
+use crate::wire::{self, EncodedPush, PushCodec};
 
 #[derive(Clone, Debug)]
 pub struct IngesterClient {
@@ -24,10 +24,6 @@ pub struct IngesterClient {
     pub addr: String,
     channel: Channel,
     timeout: Duration,
-}
-
-fn labels_to_proto(labels: &Labels) -> Vec<prometheus::Label> {
-    labels.iter().map(|l| prometheus::Label { name: l.name.clone(), value: l.value.clone() }).collect()
 }
 
 fn labels_from_proto(labels: Vec<prometheus::Label>) -> Labels {
@@ -64,13 +60,9 @@ impl IngesterClient {
         r
     }
 
-    /// Names the ingester in the error, and treats transport failures as
-    /// "unavailable" (retryable).
+    /// Names the ingester in the error.
     fn error(&self, s: tonic::Status) -> ServiceError {
         let mut e = ServiceError::from(s);
-        if e.code == ErrorCode::Internal && e.message.contains("transport") {
-            e.code = ErrorCode::Unavailable;
-        }
         e.message = format!("ingester {}: {}", self.addr, e.message);
         e
     }
@@ -114,36 +106,13 @@ impl IngesterClient {
     }
 }
 
+/// The same encoding as a replicated write, for one ingester.
 #[async_trait]
 impl Pusher for IngesterClient {
     async fn push(&self, tenant: &TenantId, batch: PushBatch) -> Result<PushOutcome, ServiceError> {
-        let req = pb::PushRequest {
-            tenant: tenant.as_str().to_owned(),
-            timeseries: batch
-                .series
-                .into_iter()
-                .map(|s| prometheus::TimeSeries {
-                    labels: labels_to_proto(&s.labels),
-                    samples: s.samples.into_iter().map(|x| prometheus::Sample { value: x.v, timestamp: x.t }).collect(),
-                    ..Default::default()
-                })
-                .collect(),
-            metadata: batch
-                .metadata
-                .into_iter()
-                .map(|m| prometheus::MetricMetadata {
-                    r#type: m.kind.to_proto(),
-                    metric_family_name: m.metric_family,
-                    help: m.help,
-                    unit: m.unit,
-                })
-                .collect(),
-        };
-        let resp = with_deadline(self.timeout, self.rpc().push(self.request(req)))
-            .await
-            .map_err(|s| self.error(s))?
-            .into_inner();
-        Ok(outcome_from_proto(resp))
+        let mut parts = vec![wire::encode_head(tenant, &batch.metadata)];
+        parts.extend(batch.series.iter().map(wire::encode_series));
+        self.push_encoded(EncodedPush { parts }).await
     }
 }
 

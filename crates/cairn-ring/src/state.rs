@@ -147,7 +147,7 @@ pub fn node_id(instance_id: &str) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn member(id: &str, zone: &str, tokens: &[u32]) -> Member {

@@ -188,15 +188,7 @@ mod tests {
     use crate::state::Command;
 
     fn member(id: &str, zone: &str, tokens: &[u32]) -> Member {
-        Member {
-            id: id.into(),
-            addr: format!("{id}:9095"),
-            zone: zone.into(),
-            tokens: tokens.to_vec(),
-            state: MemberState::Active,
-            heartbeat_ms: 1_000,
-            registered_ms: 0,
-        }
+        Member { heartbeat_ms: 1_000, ..crate::state::tests::member(id, zone, tokens) }
     }
 
     fn ring(members: Vec<Member>) -> RingSnapshot {

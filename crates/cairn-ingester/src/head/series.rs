@@ -4,6 +4,7 @@ use bytes::Bytes;
 use cairn_common::Sample;
 use cairn_common::chunk::{MAX_BYTES_PER_CHUNK, TARGET_SAMPLES_PER_CHUNK, XorAppender, XorIter};
 use cairn_common::push::RejectReason;
+use cairn_common::sample::merge_sorted;
 use parking_lot::Mutex;
 
 use super::packed::PackedLabels;
@@ -277,31 +278,6 @@ fn split_at(samples: impl Iterator<Item = Sample>, cut: i64) -> (u64, Vec<Sample
         }
     }
     (old, new)
-}
-
-/// Merges two time-sorted runs; on equal timestamps the first wins.
-fn merge_sorted(a: &[Sample], b: &[Sample], out: &mut Vec<Sample>) {
-    out.reserve(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].t.cmp(&b[j].t) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
 }
 
 #[cfg(test)]
