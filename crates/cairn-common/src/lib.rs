@@ -20,11 +20,13 @@ pub mod chunk;
 pub mod duration;
 pub mod labels;
 pub mod matcher;
+pub mod memory;
 pub mod metrics;
 pub mod push;
 pub mod sample;
 pub mod status;
 pub mod storage;
+pub mod task;
 pub mod tenant;
 pub mod time;
 

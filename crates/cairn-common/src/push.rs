@@ -106,6 +106,9 @@ pub enum RejectReason {
     TooOld,
     /// The tenant reached its series limit.
     SeriesLimit,
+    /// Outside the timestamps Cairn stores (see
+    /// [`crate::time::MIN_SAMPLE_TIME_MS`]).
+    OutOfBounds,
 }
 
 impl RejectReason {
@@ -115,11 +118,12 @@ impl RejectReason {
             RejectReason::DuplicateTimestamp => "sample-duplicate-timestamp",
             RejectReason::TooOld => "sample-too-old",
             RejectReason::SeriesLimit => "per-tenant-series-limit",
+            RejectReason::OutOfBounds => "sample-out-of-bounds",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::OutOfOrder, Self::DuplicateTimestamp, Self::TooOld, Self::SeriesLimit]
+        [Self::OutOfOrder, Self::DuplicateTimestamp, Self::TooOld, Self::SeriesLimit, Self::OutOfBounds]
             .into_iter()
             .find(|r| r.as_str() == s)
     }

@@ -2,6 +2,7 @@
 //! storage tier (the ingesters' heads now, blocks later).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -15,6 +16,20 @@ use crate::{Labels, Matcher, Sample, TenantId};
 pub struct Series {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+}
+
+/// What a query may still hold. A storage charges it for each series it
+/// materialises, before reading further, so that a query over its memory
+/// limit stops while reading rather than after.
+pub trait ReadBudget: Send + Sync + std::fmt::Debug {
+    /// Charges `bytes` about to be held; fails (with the reason, naming the
+    /// limit's flag) when that would exceed the limit.
+    fn charge(&self, bytes: usize) -> Result<(), ServiceError>;
+}
+
+/// Bytes a series read for a query holds: its samples and some overhead.
+pub fn series_bytes(samples: usize) -> usize {
+    96usize.saturating_add(samples.saturating_mul(16))
 }
 
 /// A request for raw samples.
@@ -34,6 +49,18 @@ pub struct SelectRequest<'a> {
     /// (an instant selector evaluated at one time); a storage may return
     /// just that one.
     pub latest_only: bool,
+    /// Charged for what is read (see [`ReadBudget`]); none = unmetered.
+    pub budget: Option<Arc<dyn ReadBudget>>,
+}
+
+impl SelectRequest<'_> {
+    /// Charges the budget, if any, for a series of `samples` samples.
+    pub fn charge(&self, samples: usize) -> Result<(), ServiceError> {
+        match &self.budget {
+            Some(b) => b.charge(series_bytes(samples)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A request for series, label names or label values: series matching any
@@ -151,7 +178,7 @@ mod tests {
     }
 
     fn req(latest_only: bool, max_series: usize, max_samples: usize) -> SelectRequest<'static> {
-        SelectRequest { matchers: &[], start: 0, end: 100, max_series, max_samples, latest_only }
+        SelectRequest { matchers: &[], start: 0, end: 100, max_series, max_samples, latest_only, budget: None }
     }
 
     #[test]

@@ -9,6 +9,29 @@ pub const MIN_TIME_MS: i64 = (i64::MIN / 1000 + 62_135_596_801) * 1000;
 /// The latest time the query API accepts (Prometheus's `maxTime`).
 pub const MAX_TIME_MS: i64 = (i64::MAX / 1000 - 62_135_596_801) * 1000 + 999;
 
+/// The earliest sample timestamp Cairn stores: 1970-01-01T00:00:00Z.
+/// Older samples are refused at the door, never acknowledged.
+pub const MIN_SAMPLE_TIME_MS: i64 = 0;
+/// The latest sample timestamp Cairn stores whatever the grace period:
+/// 9999-12-31T23:59:59.999Z. Together with [`MIN_SAMPLE_TIME_MS`] this
+/// keeps every stored timestamp far enough from `i64`'s ends that block
+/// periods, windows and offsets computed from it cannot overflow.
+pub const MAX_SAMPLE_TIME_MS: i64 = 253_402_300_799_999;
+
+/// Whether `t` is a timestamp Cairn stores (see [`MIN_SAMPLE_TIME_MS`]).
+pub fn is_storable(t: i64) -> bool {
+    (MIN_SAMPLE_TIME_MS..=MAX_SAMPLE_TIME_MS).contains(&t)
+}
+
+/// `t` written as RFC 3339 when it is a representable date, as a plain
+/// millisecond count otherwise (for messages).
+pub fn format_ms(t: i64) -> String {
+    match DateTime::from_timestamp_millis(t) {
+        Some(d) => d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        None => format!("{t}ms"),
+    }
+}
+
 /// Now, in milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

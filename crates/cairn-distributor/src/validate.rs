@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use cairn_common::push::{MetricMetadata, MetricType, PushBatch, PushSeries};
+use cairn_common::time::{MAX_SAMPLE_TIME_MS, MIN_SAMPLE_TIME_MS, format_ms};
 use cairn_common::{Label, Labels, METRIC_NAME};
 
 use crate::config::{NameValidation, ValidationConfig};
@@ -24,6 +25,8 @@ pub enum DiscardReason {
     MaxLabelNamesPerSeries,
     DuplicateLabelNames,
     TooFarInFuture,
+    /// Before 1970-01-01T00:00:00Z, the earliest timestamp Cairn stores.
+    TooFarInPast,
     /// Native histogram samples: Cairn stores float samples only.
     NativeHistogramsUnsupported,
     /// Exemplars are accepted on the wire and not stored.
@@ -42,6 +45,7 @@ impl DiscardReason {
             Self::MaxLabelNamesPerSeries => "max_label_names_per_series",
             Self::DuplicateLabelNames => "duplicate_label_names",
             Self::TooFarInFuture => "too_far_in_future",
+            Self::TooFarInPast => "too_far_in_past",
             Self::NativeHistogramsUnsupported => "native_histograms_unsupported",
             Self::ExemplarsUnsupported => "exemplars_unsupported",
         }
@@ -88,10 +92,14 @@ impl Validated {
 pub fn validate(req: RawRequest<'_>, cfg: &ValidationConfig, now_ms: i64) -> Validated {
     let mut out = Validated::default();
     out.batch.series.reserve(req.series.len());
+    // Timestamps Cairn stores: from the epoch to now plus the grace period
+    // (or to the year 9999 without one). Outside, a sample is refused, so
+    // that nothing downstream computes with a timestamp near i64's ends.
+    let grace = i64::try_from(cfg.create_grace_period.as_millis()).unwrap_or(i64::MAX);
     let max_t = if cfg.create_grace_period.is_zero() {
-        i64::MAX
+        MAX_SAMPLE_TIME_MS
     } else {
-        now_ms.saturating_add(cfg.create_grace_period.as_millis() as i64)
+        now_ms.saturating_add(grace).min(MAX_SAMPLE_TIME_MS)
     };
     for raw in req.series {
         out.samples_received += raw.samples.len() as u64;
@@ -124,14 +132,32 @@ pub fn validate(req: RawRequest<'_>, cfg: &ValidationConfig, now_ms: i64) -> Val
             continue;
         }
         let mut samples = raw.samples;
+        let first_past = samples.iter().find(|s| s.t < MIN_SAMPLE_TIME_MS).map(|s| s.t);
+        let before = samples.len();
+        samples.retain(|s| s.t >= MIN_SAMPLE_TIME_MS);
+        out.discard(DiscardReason::TooFarInPast, (before - samples.len()) as u64, || {
+            format!(
+                "received a sample at {}ms, before {}, the earliest timestamp Cairn stores (timestamps are milliseconds since the epoch), series {labels}",
+                first_past.unwrap_or_default(),
+                format_ms(MIN_SAMPLE_TIME_MS)
+            )
+        });
         let before = samples.len();
         samples.retain(|s| s.t <= max_t);
         let dropped = (before - samples.len()) as u64;
         out.discard(DiscardReason::TooFarInFuture, dropped, || {
-            format!(
-                "received a sample more than {} in the future (timestamps are milliseconds since the epoch), series {labels}",
-                cfg.create_grace_period
-            )
+            if cfg.create_grace_period.is_zero() {
+                format!(
+                    "received a sample after {}, the latest timestamp Cairn stores (timestamps are milliseconds since the epoch), series {labels}",
+                    format_ms(MAX_SAMPLE_TIME_MS)
+                )
+            } else {
+                format!(
+                    "received a sample more than {} in the future, after {} (timestamps are milliseconds since the epoch; raise --validation.create-grace-period), series {labels}",
+                    cfg.create_grace_period,
+                    format_ms(max_t)
+                )
+            }
         });
         if !samples.is_empty() {
             out.batch.series.push(PushSeries { labels, samples });

@@ -23,9 +23,10 @@ use std::time::Instant;
 
 use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, RejectReason, Rejection};
 use cairn_common::status::ServiceError;
+use cairn_common::time::{MAX_SAMPLE_TIME_MS, MIN_SAMPLE_TIME_MS, format_ms, is_storable};
 use cairn_common::{ErrorCode, TenantId};
 use parking_lot::{Mutex, RwLock};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::{info, warn};
 
 use crate::checkpoint::{self, Restored};
@@ -55,6 +56,8 @@ struct Scratch {
     plan: Vec<(Arc<Series>, usize, usize, bool)>,
     /// Newest admitted in-order sample per series ref within this batch.
     pending: FxHashMap<u32, (i64, f64)>,
+    /// Series of this batch queued for a WAL record although they exist.
+    relogged: FxHashSet<u32>,
     wal: Vec<u8>,
     body: Vec<u8>,
 }
@@ -115,16 +118,32 @@ impl TenantDb {
 
         // 1. The newest checkpoint that loads.
         let mut from_segment = 0;
+        let mut dropped_samples = 0u64;
         let checkpoints = checkpoint::list(dir).map_err(io)?;
         for &n in checkpoints.iter().rev() {
             let file = checkpoint::path(dir, n);
             let loaded = checkpoint::load(&file, |item| match item {
                 Restored::Series(s) => {
                     let labels = s.labels.to_labels();
+                    let mut data = s.data;
+                    let mut samples = s.samples;
+                    // Samples outside the storable range (acknowledged by
+                    // versions that did not check) are dropped here.
+                    if data.min_time().is_some_and(|t| t < MIN_SAMPLE_TIME_MS) {
+                        let n = data.truncate_before(MIN_SAMPLE_TIME_MS);
+                        samples = samples.saturating_sub(n);
+                        dropped_samples += n;
+                    }
+                    if data.max_time().is_some_and(|t| t > MAX_SAMPLE_TIME_MS) {
+                        dropped_samples += samples;
+                        samples = 0;
+                        data = Default::default();
+                    }
                     match head.create(labels.hash64(), &labels, Some(s.series_ref)) {
                         Ok((series, _)) => {
-                            *series.data.lock() = s.data;
-                            head.add_samples_in_memory(s.samples);
+                            *series.data.lock() = data;
+                            series.logged.store(true, Ordering::Relaxed);
+                            head.add_samples_in_memory(samples);
                         }
                         Err(e) => warn!(tenant = %tenant, error = %e, "skipped a checkpointed series"),
                     }
@@ -156,8 +175,9 @@ impl TenantDb {
                     record::decode_series(body, &mut series_buf)?;
                     for (r, packed) in series_buf.drain(..) {
                         let labels = packed.to_labels();
-                        if let Err(e) = head.create(labels.hash64(), &labels, Some(r)) {
-                            warn!(tenant = %tenant, error = %e, "skipped a wal series record");
+                        match head.create(labels.hash64(), &labels, Some(r)) {
+                            Ok((series, _)) => series.logged.store(true, Ordering::Relaxed),
+                            Err(e) => warn!(tenant = %tenant, error = %e, "skipped a wal series record"),
                         }
                     }
                 }
@@ -165,6 +185,10 @@ impl TenantDb {
                     samples_buf.clear();
                     record::decode_samples(body, &mut samples_buf)?;
                     for &(r, t, v) in &samples_buf {
+                        if !is_storable(t) {
+                            dropped_samples += 1;
+                            continue;
+                        }
                         let Some(series) = head.get_by_ref(r) else { continue };
                         let mut data = series.data.lock();
                         // Whatever is logged was accepted once; only samples
@@ -190,8 +214,17 @@ impl TenantDb {
         })
         .map_err(io)?;
         head.add_samples_in_memory(replayed_samples);
+        head.refresh_times();
         if stats.truncated_at.is_some() || stats.quarantined_segments > 0 {
             metrics.wal_corruptions.inc();
+        }
+        if dropped_samples > 0 {
+            warn!(
+                tenant = %tenant,
+                samples = dropped_samples,
+                "dropped samples outside the storable time range (1970 to 9999) found in the wal or checkpoint"
+            );
+            metrics.replay_dropped_samples.inc_by(dropped_samples);
         }
         let wal = Wal::open(dir, opts.segment_size).map_err(io)?;
         let min_valid_time = read_min_valid_time(dir).map_err(io)?;
@@ -276,6 +309,7 @@ impl TenantDb {
             e.0 += n;
         };
         let pos;
+        let mut created_series = 0u64;
         {
             let mut guard = self.append.lock();
             let sc = &mut *guard;
@@ -283,6 +317,7 @@ impl TenantDb {
             sc.admitted.clear();
             sc.plan.clear();
             sc.pending.clear();
+            sc.relogged.clear();
             let min_valid_time = self.min_valid_time();
 
             // Steps 1 and 2.
@@ -292,7 +327,13 @@ impl TenantDb {
                 }
                 let hash = entry.labels.hash64();
                 let series = match self.head.get(hash, &entry.labels) {
-                    Some(s) => s,
+                    Some(s) => {
+                        // Created by a batch whose WAL write failed: log it now.
+                        if !s.logged.load(Ordering::Relaxed) && sc.relogged.insert(s.series_ref) {
+                            sc.new_series.push(s.clone());
+                        }
+                        s
+                    }
                     None => {
                         if self.opts.max_series > 0 && self.head.num_series() >= self.opts.max_series {
                             let max = self.opts.max_series;
@@ -307,6 +348,7 @@ impl TenantDb {
                         let (s, created) = self.head.create(hash, &entry.labels, None)?;
                         if created {
                             sc.new_series.push(s.clone());
+                            created_series += 1;
                         }
                         s
                     }
@@ -317,6 +359,18 @@ impl TenantDb {
                     let data = series.data.lock();
                     let mut last = sc.pending.get(&series.series_ref).copied().or_else(|| data.last());
                     for s in &entry.samples {
+                        if !is_storable(s.t) {
+                            reject(RejectReason::OutOfBounds, 1, &|| {
+                                format!(
+                                    "sample at {}ms is outside the timestamps Cairn stores ({} to {}), series {}",
+                                    s.t,
+                                    format_ms(MIN_SAMPLE_TIME_MS),
+                                    format_ms(MAX_SAMPLE_TIME_MS),
+                                    entry.labels
+                                )
+                            });
+                            continue;
+                        }
                         if s.t < min_valid_time {
                             reject(RejectReason::TooOld, 1, &|| {
                                 format!(
@@ -380,10 +434,18 @@ impl TenantDb {
                     ServiceError::new(ErrorCode::Internal, format!("writing the wal failed: {e}"))
                 })?;
                 self.metrics.wal_bytes.inc_by(sc.wal.len() as u64);
+                for s in &sc.new_series {
+                    s.logged.store(true, Ordering::Relaxed);
+                }
                 Some(p)
             };
 
-            // Step 4.
+            // Step 4. Queries skip heads outside their known time range:
+            // widen it before the samples become visible.
+            if let (Some(lo), Some(hi)) = (sc.admitted.iter().map(|a| a.1).min(), sc.admitted.iter().map(|a| a.1).max())
+            {
+                self.head.note_times(lo, hi);
+            }
             for (series, start, end, has_ooo) in &sc.plan {
                 let mut data = series.data.lock();
                 for &(_, t, v) in &sc.admitted[*start..*end] {
@@ -398,7 +460,7 @@ impl TenantDb {
                 merge_metadata(&mut self.metadata.write(), new_metadata);
             }
             outcome.samples_appended = sc.admitted.len() as u64;
-            outcome.series_created = sc.new_series.len() as u64;
+            outcome.series_created = created_series;
         }
 
         // Step 5, outside the append lock so that other writers can join
@@ -511,6 +573,7 @@ fn describe(reason: RejectReason, labels: &cairn_common::Labels, t: i64, last: O
             )
         }
         RejectReason::SeriesLimit => format!("series limit reached, series {labels}"),
+        RejectReason::OutOfBounds => format!("sample at {t}ms is outside the storable time range, series {labels}"),
     }
 }
 

@@ -145,6 +145,7 @@ impl IngesterRpc for IngesterService {
             max_series: req.max_series as usize,
             max_samples: req.max_samples as usize,
             latest_only: req.latest_only,
+            budget: None,
         };
         let series = self.ingester.select(&tenant, &select).await?;
         Ok(Response::new(SelectResponse {

@@ -11,9 +11,9 @@ pub mod series;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use cairn_common::storage::Series as QuerySeries;
+use cairn_common::storage::{ReadBudget, Series as QuerySeries, series_bytes};
 use cairn_common::{ErrorCode, Labels, Matcher, status::ServiceError};
 use parking_lot::RwLock;
 
@@ -72,6 +72,11 @@ pub struct Head {
     index: RwLock<HeadIndex>,
     next_ref: AtomicU64,
     samples_in_memory: AtomicU64,
+    /// Oldest and newest sample time the head may hold: never narrower
+    /// than the truth (widened before samples are applied, narrowed only
+    /// by truncation), so that a query outside them can skip the head.
+    min_t: AtomicI64,
+    max_t: AtomicI64,
 }
 
 impl Default for Head {
@@ -86,6 +91,8 @@ impl Head {
             index: RwLock::new(HeadIndex::default()),
             next_ref: AtomicU64::new(0),
             samples_in_memory: AtomicU64::new(0),
+            min_t: AtomicI64::new(i64::MAX),
+            max_t: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -131,7 +138,12 @@ impl Head {
                 })?
             }
         };
-        let series = Arc::new(Series { series_ref: r, labels: PackedLabels::new(labels), data: Default::default() });
+        let series = Arc::new(Series {
+            series_ref: r,
+            labels: PackedLabels::new(labels),
+            data: Default::default(),
+            logged: Default::default(),
+        });
         ix.insert(hash, series.clone());
         Ok((series, true))
     }
@@ -149,7 +161,29 @@ impl Head {
         self.index.read().series.iter().flatten().cloned().collect()
     }
 
-    /// The oldest and newest sample timestamps in the head.
+    /// Widens the head's known time range to cover `[lo, hi]`; call before
+    /// samples in that range become visible.
+    pub fn note_times(&self, lo: i64, hi: i64) {
+        self.min_t.fetch_min(lo, Ordering::AcqRel);
+        self.max_t.fetch_max(hi, Ordering::AcqRel);
+    }
+
+    /// Whether the head may hold samples in `[start, end]`: false only when
+    /// it surely holds none (a cheap check, no lock).
+    pub fn may_overlap(&self, start: i64, end: i64) -> bool {
+        self.min_t.load(Ordering::Acquire) <= end && self.max_t.load(Ordering::Acquire) >= start
+    }
+
+    /// Sets the known time range from the series themselves (after replay
+    /// and truncation).
+    pub fn refresh_times(&self) {
+        let (lo, hi) = self.time_bounds().unwrap_or((i64::MAX, i64::MIN));
+        self.min_t.store(lo, Ordering::Release);
+        self.max_t.store(hi, Ordering::Release);
+    }
+
+    /// The oldest and newest sample timestamps in the head (walks every
+    /// series).
     pub fn time_bounds(&self) -> Option<(i64, i64)> {
         let mut bounds: Option<(i64, i64)> = None;
         for s in self.all_series() {
@@ -207,6 +241,8 @@ impl Head {
             ix.postings = postings;
         }
         self.samples_in_memory.fetch_sub(dropped.min(self.samples_in_memory()), Ordering::Relaxed);
+        // The caller holds the append lock: no sample arrives meanwhile.
+        self.refresh_times();
         (dropped, emptied.len())
     }
 
@@ -227,7 +263,7 @@ impl Head {
         max_series: usize,
         max_samples: usize,
     ) -> Result<Vec<QuerySeries>, ServiceError> {
-        Self::read(self.matching(matchers), start, end, max_series, max_samples, false)
+        Self::read(self.matching(matchers), start, end, max_series, max_samples, false, None)
     }
 
     /// The samples in `[start, end]` of `series` (see [`Head::select`]);
@@ -239,6 +275,7 @@ impl Head {
         max_series: usize,
         max_samples: usize,
         latest_only: bool,
+        budget: Option<Arc<dyn ReadBudget>>,
     ) -> Result<Vec<QuerySeries>, ServiceError> {
         let mut out = Vec::new();
         let mut total_samples = 0usize;
@@ -265,6 +302,9 @@ impl Head {
             }
             if samples.is_empty() {
                 continue;
+            }
+            if let Some(b) = &budget {
+                b.charge(series_bytes(samples.len()))?;
             }
             total_samples += samples.len();
             if max_samples > 0 && total_samples > max_samples {
@@ -406,7 +446,7 @@ mod tests {
             s.data.lock().append(t * 10, t as f64);
         }
         let read = |start, end| {
-            let got = Head::read(vec![s.clone()], start, end, 0, 0, true).expect("read");
+            let got = Head::read(vec![s.clone()], start, end, 0, 0, true, None).expect("read");
             got.into_iter().flat_map(|x| x.samples).map(|x| (x.t, x.v)).collect::<Vec<_>>()
         };
         assert_eq!(read(0, 5000), vec![(2990, 299.0)], "from the kept newest sample");

@@ -37,6 +37,7 @@ use cairn_common::metrics::Registry;
 use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher};
 use cairn_common::status::ServiceError;
 use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series};
+use cairn_common::task::catch_panic;
 use cairn_common::{ErrorCode, Labels, Shutdown, TenantId};
 use parking_lot::{Mutex, RwLock};
 use tracing::{error, info, warn};
@@ -224,9 +225,13 @@ impl Ingester {
     /// fsyncs every tenant's WAL.
     pub fn sync_all(&self) {
         for db in self.tenants() {
-            if let Err(e) = db.wal().sync() {
-                error!(tenant = %db.tenant, error = %e, "wal fsync failed");
-            }
+            let error = match catch_panic(|| db.wal().sync()) {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(panic) => format!("panicked: {panic}"),
+            };
+            error!(tenant = %db.tenant, error = %error, "wal fsync failed");
+            self.inner.metrics.background_failures.inc();
         }
     }
 
@@ -235,10 +240,14 @@ impl Ingester {
     pub fn checkpoint_all(&self) -> Vec<TenantId> {
         let mut failed = Vec::new();
         for db in self.tenants() {
-            if let Err(e) = db.checkpoint() {
-                error!(tenant = %db.tenant, error = %e, "checkpoint failed; the wal is kept");
-                failed.push(db.tenant.clone());
-            }
+            let error = match catch_panic(|| db.checkpoint()) {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(panic) => format!("panicked: {panic}"),
+            };
+            error!(tenant = %db.tenant, error = %error, "checkpoint failed; the wal is kept");
+            self.inner.metrics.background_failures.inc();
+            failed.push(db.tenant.clone());
         }
         failed
     }
@@ -331,25 +340,32 @@ impl Pusher for Ingester {
 #[async_trait]
 impl Queryable for Ingester {
     async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
-        let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
+        let Some(db) = self.get_tenant(tenant).filter(|db| db.head().may_overlap(req.start, req.end)) else {
+            return Ok(Vec::new());
+        };
         let (start, end, max_series, max_samples, latest) =
             (req.start, req.end, req.max_series, req.max_samples, req.latest_only);
+        let budget = req.budget.clone();
         let series = db.head().matching(req.matchers);
         // Decoding a few series costs less than handing them to a thread.
         if series.len() <= INLINE_SELECT_SERIES {
-            return head::Head::read(series, start, end, max_series, max_samples, latest);
+            return head::Head::read(series, start, end, max_series, max_samples, latest, budget);
         }
-        self.blocking(move |_| head::Head::read(series, start, end, max_series, max_samples, latest)).await
+        self.blocking(move |_| head::Head::read(series, start, end, max_series, max_samples, latest, budget)).await
     }
 
     async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {
-        let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
+        let Some(db) = self.get_tenant(tenant).filter(|db| db.head().may_overlap(req.start, req.end)) else {
+            return Ok(Vec::new());
+        };
         let (sets, start, end, limit) = (req.matcher_sets.to_vec(), req.start, req.end, req.limit);
         self.blocking(move |_| Ok(db.head().series_labels(&sets, start, end, limit))).await
     }
 
     async fn label_names(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {
-        let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
+        let Some(db) = self.get_tenant(tenant).filter(|db| db.head().may_overlap(req.start, req.end)) else {
+            return Ok(Vec::new());
+        };
         let (sets, start, end, limit) = (req.matcher_sets.to_vec(), req.start, req.end, req.limit);
         self.blocking(move |_| Ok(db.head().label_names(&sets, start, end, limit))).await
     }
@@ -360,7 +376,9 @@ impl Queryable for Ingester {
         name: &str,
         req: &LabelsRequest<'_>,
     ) -> Result<Vec<String>, ServiceError> {
-        let Some(db) = self.get_tenant(tenant) else { return Ok(Vec::new()) };
+        let Some(db) = self.get_tenant(tenant).filter(|db| db.head().may_overlap(req.start, req.end)) else {
+            return Ok(Vec::new());
+        };
         let (sets, start, end, limit, name) =
             (req.matcher_sets.to_vec(), req.start, req.end, req.limit, name.to_owned());
         self.blocking(move |_| Ok(db.head().label_values(&name, &sets, start, end, limit))).await

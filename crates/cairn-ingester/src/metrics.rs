@@ -19,6 +19,8 @@ pub struct IngesterMetrics {
     pub wal_bytes: Counter,
     pub wal_write_failures: Counter,
     pub wal_corruptions: Counter,
+    pub replay_dropped_samples: Counter,
+    pub background_failures: Counter,
     pub wal_fsync_duration: Histogram,
     pub checkpoint_duration: Histogram,
     pub memory_bytes: Gauge,
@@ -34,6 +36,8 @@ impl IngesterMetrics {
             wal_bytes: Counter::default(),
             wal_write_failures: Counter::default(),
             wal_corruptions: Counter::default(),
+            replay_dropped_samples: Counter::default(),
+            background_failures: Counter::default(),
             wal_fsync_duration: Histogram::new(duration_buckets()),
             checkpoint_duration: Histogram::new(duration_buckets()),
             memory_bytes: Gauge::default(),
@@ -49,6 +53,16 @@ impl IngesterMetrics {
             "wal_corruptions",
             "Torn or corrupt write-ahead log tails and checkpoints found at replay",
             m.wal_corruptions.clone(),
+        );
+        r.register(
+            "replay_dropped_samples",
+            "Samples outside the storable time range found in a WAL or checkpoint at replay and dropped",
+            m.replay_dropped_samples.clone(),
+        );
+        r.register(
+            "background_failures",
+            "Background checkpoints and fsyncs that failed for one tenant (an error or a panic); the others carry on",
+            m.background_failures.clone(),
         );
         r.register(
             "wal_fsync_duration_seconds",

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_common::task::catch_panic_async;
 use cairn_common::{Labels, Sample, Shutdown, TenantId};
 use cairn_storage::block::{BlockWriter, WriteOptions, row_order};
 use cairn_storage::index::{self, BucketIndex};
@@ -66,6 +67,7 @@ pub struct ShipperMetrics {
     pub blocks_cut: Counter,
     pub blocks_uploaded: Counter,
     pub upload_failures: Counter,
+    pub tenant_failures: Counter,
     pub blocks_pending: Gauge,
     pub last_upload_seconds: Gauge,
 }
@@ -79,6 +81,11 @@ impl ShipperMetrics {
             "block_upload_failures",
             "Failed block uploads (each is retried; the head keeps the data meanwhile)",
             self.upload_failures.clone(),
+        );
+        r.register(
+            "shipping_tenant_failures",
+            "Shipping rounds that failed for one tenant (an error or a panic on its data); the others carry on",
+            self.tenant_failures.clone(),
         );
         r.register("blocks_pending_upload", "Blocks written locally and not yet uploaded", self.blocks_pending.clone());
         r.register(
@@ -99,6 +106,8 @@ pub enum ShipError {
     Object(#[from] object_store::Error),
     #[error("block metadata: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("shipping panicked: {0}")]
+    Panic(String),
 }
 
 /// The block shipping state of one ingester.
@@ -122,9 +131,10 @@ impl std::fmt::Debug for Shipper {
     }
 }
 
-/// The block period containing `t`.
+/// The block period containing `t` (saturating at `i64::MIN`, which no
+/// stored timestamp comes near).
 pub fn period_start(t: i64, block_ms: i64) -> i64 {
-    t.div_euclid(block_ms) * block_ms
+    t.div_euclid(block_ms).saturating_mul(block_ms)
 }
 
 impl Shipper {
@@ -193,8 +203,15 @@ impl Shipper {
         let mut pending = 0;
         for tenant in tenants {
             let db = ingester.get_tenant(&tenant);
-            if let Err(e) = self.ship(&tenant, db.as_ref(), whole_head).await {
+            // One tenant's failure, even a panic on its data, must not stop
+            // the others' shipping.
+            let result = match catch_panic_async(self.ship(&tenant, db.as_ref(), whole_head)).await {
+                Ok(r) => r,
+                Err(panic) => Err(ShipError::Panic(panic)),
+            };
+            if let Err(e) = result {
                 warn!(tenant = %tenant, error = %e, "shipping blocks failed; the head keeps the data and it is retried");
+                self.metrics.tenant_failures.inc();
                 first_err.get_or_insert(e);
             }
             pending += self.pending(&tenant).map(|p| p.len()).unwrap_or(0);
@@ -246,11 +263,11 @@ impl Shipper {
     fn next_period(&self, db: &TenantDb, whole_head: bool) -> Option<(i64, i64)> {
         let (lo, hi) = db.head().time_bounds()?;
         let start = period_start(lo, self.block_ms);
-        let end = start + self.block_ms;
-        if end <= db.min_valid_time() || hi >= end + self.grace_ms {
+        let end = start.saturating_add(self.block_ms);
+        if end <= db.min_valid_time() || hi >= end.saturating_add(self.grace_ms) {
             Some((start, end))
         } else if whole_head {
-            Some((start, end.min(hi + 1)))
+            Some((start, end.min(hi.saturating_add(1))))
         } else {
             None
         }
@@ -302,7 +319,7 @@ impl Shipper {
             "uploaded block"
         );
         if let Some(db) = db {
-            let (db, cut) = (db.clone(), meta.max_time + 1);
+            let (db, cut) = (db.clone(), meta.max_time.saturating_add(1));
             tokio::task::spawn_blocking(move || db.truncate_head(cut))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))??;

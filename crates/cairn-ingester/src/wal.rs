@@ -55,7 +55,12 @@ pub struct Position {
 struct Writer {
     segment: u32,
     file: Arc<File>,
+    /// Bytes of whole records (and the magic) in the segment: where the
+    /// next record goes.
     size: u64,
+    /// A failed write left bytes after `size` that could not be cut off
+    /// yet; nothing is appended until they are.
+    torn: bool,
 }
 
 /// The append side of a tenant's WAL.
@@ -83,7 +88,7 @@ impl Wal {
         Ok(Self {
             dir: dir.to_owned(),
             segment_size,
-            writer: Mutex::new(Writer { segment: next, file: Arc::new(file), size }),
+            writer: Mutex::new(Writer { segment: next, file: Arc::new(file), size, torn: false }),
             synced: Mutex::new(Position { segment: next, offset: 0 }),
         })
     }
@@ -94,9 +99,24 @@ impl Wal {
 
     /// Appends already framed records with one write. Returns the position
     /// after them; they are durable against a process crash on return.
+    ///
+    /// A failed or short write (a full disk) is cut back to the last whole
+    /// record before the error is returned, so that a later write is never
+    /// appended after a torn record, which replay would stop at. If even
+    /// that fails, every write fails until a retry of the cut succeeds.
     pub fn log(&self, data: &[u8]) -> io::Result<Position> {
         let mut w = self.writer.lock();
-        (&*w.file).write_all(data)?;
+        if w.torn {
+            w.file.set_len(w.size)?;
+            w.torn = false;
+        }
+        if let Err(e) = write_segment(&w.file, data) {
+            if let Err(cut) = w.file.set_len(w.size) {
+                warn!(segment = w.segment, error = %cut, "cutting a failed wal write back failed; retried before the next write");
+                w.torn = true;
+            }
+            return Err(e);
+        }
         w.size += data.len() as u64;
         let pos = Position { segment: w.segment, offset: w.size };
         if w.size >= self.segment_size {
@@ -118,7 +138,7 @@ impl Wal {
         let done = Position { segment: w.segment, offset: w.size };
         let next = w.segment + 1;
         let (file, size) = create_segment(&self.dir, next)?;
-        *w = Writer { segment: next, file: Arc::new(file), size };
+        *w = Writer { segment: next, file: Arc::new(file), size, torn: false };
         let mut synced = self.synced.lock();
         if *synced < done {
             *synced = done;
@@ -168,6 +188,35 @@ impl Wal {
             }
         }
         Ok(removed)
+    }
+}
+
+/// One append to a segment. Tests make it fail part way, as a full disk
+/// does.
+fn write_segment(mut file: &File, data: &[u8]) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(n) = faults::take_short_write() {
+        file.write_all(&data[..n.min(data.len())])?;
+        return Err(io::Error::new(io::ErrorKind::StorageFull, "injected short write"));
+    }
+    file.write_all(data)
+}
+
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::cell::Cell;
+
+    thread_local! {
+        static SHORT_WRITE: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// The next WAL write on this thread writes only `n` bytes and fails.
+    pub(crate) fn short_write(n: usize) {
+        SHORT_WRITE.with(|c| c.set(Some(n)));
+    }
+
+    pub(super) fn take_short_write() -> Option<usize> {
+        SHORT_WRITE.with(|c| c.take())
     }
 }
 
@@ -361,6 +410,20 @@ mod tests {
         let (got, stats) = bodies(dir.path());
         assert_eq!(got.len(), 1);
         assert_eq!(stats.truncated_at, None);
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_back_and_later_writes_replay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), 1 << 20).expect("open");
+        wal.log(&framed(b"\x01first")).expect("log");
+        faults::short_write(5);
+        assert!(wal.log(&framed(b"\x01torn by a full disk")).is_err());
+        wal.log(&framed(b"\x01after")).expect("log");
+        drop(wal);
+        let (got, stats) = bodies(dir.path());
+        assert_eq!(got, vec![b"\x01first".to_vec(), b"\x01after".to_vec()]);
+        assert_eq!(stats.truncated_at, None, "no torn record on disk");
     }
 
     #[test]

@@ -6,14 +6,14 @@ mod functions;
 mod range_functions;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use cairn_common::storage::Series;
 use cairn_common::{Labels, METRIC_NAME, is_stale_nan};
 use promql_parser::parser::{Expr, SubqueryExpr, VectorSelector};
 
-use crate::error::{EvalError, Result, exec};
-use crate::plan::{Fetched, Timing, at_ms, key, offset_ms, subquery_grid};
+use crate::error::{Result, exec};
+use crate::meter::{QueryMeter, SAMPLE_BYTES};
+use crate::plan::{Fetched, Timing, at_ms, dur_ms, key, offset_ms, subquery_grid, subquery_step};
 use crate::value::{Grid, Points, RangeSeries, RangeVector, Samples, StepSeries, Value};
 
 /// Warnings and informational notes attached to a result, as Prometheus's
@@ -28,14 +28,53 @@ pub struct Evaluator<'a> {
     pub timing: Timing,
     fetched: &'a Fetched,
     pub annotations: Annotations,
-    deadline: Option<Instant>,
-    /// Samples held by the values being evaluated, against `max_samples`.
-    max_samples: usize,
+    /// Memory, time and cancellation of the query.
+    pub(crate) meter: &'a QueryMeter,
+}
+
+/// Bytes of a column of `n` step values (values and presence bits).
+pub(crate) fn points_bytes(n: usize) -> usize {
+    n.saturating_mul(8).saturating_add(n.div_ceil(64) * 8)
+}
+
+/// Bytes of a label set on the heap.
+fn labels_bytes(l: &Labels) -> usize {
+    l.iter().map(|x| 48 + x.name.len() + x.value.len()).sum()
+}
+
+/// What a value holds, for the meter: step columns, owned samples,
+/// labels. Samples shared with the fetched data are charged at fetch.
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::Scalar(s) => s.len() * 8,
+        Value::String(s) => s.len(),
+        Value::Vector(v) => v.iter().map(|s| 64 + labels_bytes(&s.labels) + points_bytes(s.points.len())).sum(),
+        Value::Matrix(m) => {
+            let samples: usize = m
+                .series
+                .iter()
+                .map(|s| {
+                    64 + labels_bytes(&s.labels)
+                        + match &s.samples {
+                            Samples::Owned(x) => x.len() * SAMPLE_BYTES,
+                            Samples::Shared(..) => 0,
+                        }
+                })
+                .sum();
+            samples + m.times.len() * 8
+        }
+    }
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(timing: Timing, fetched: &'a Fetched, deadline: Option<Instant>, max_samples: usize) -> Self {
-        Self { timing, fetched, annotations: Annotations::default(), deadline, max_samples }
+    pub fn new(timing: Timing, fetched: &'a Fetched, meter: &'a QueryMeter) -> Self {
+        Self { timing, fetched, annotations: Annotations::default(), meter }
+    }
+
+    /// Charges a column of `n` step values about to be allocated (and
+    /// checks the deadline).
+    pub(crate) fn charge_points(&self, n: usize) -> Result<()> {
+        self.meter.charge(points_bytes(n))
     }
 
     /// Drops a series' metric name now, or marks it to be dropped at the end
@@ -55,30 +94,27 @@ impl<'a> Evaluator<'a> {
         if self.timing.delayed_name_removal { Ok(v) } else { merge_same_labels(v) }
     }
 
-    fn check_deadline(&self) -> Result<()> {
-        if self.deadline.is_some_and(|d| Instant::now() > d) {
-            return Err(EvalError::Timeout("query execution"));
-        }
-        Ok(())
-    }
-
-    fn check_points(&self, v: &[StepSeries]) -> Result<()> {
-        if self.max_samples > 0 {
-            let n: usize = v.iter().map(|s| s.points.count()).sum();
-            if n > self.max_samples {
-                return Err(EvalError::Limit(format!(
-                    "query processing would load too many samples into memory in query execution: {n} points, more than {} (raise --query.max-samples)",
-                    self.max_samples
-                )));
-            }
-        }
-        Ok(())
+    /// Fails once the deadline passed or the query was cancelled.
+    pub(crate) fn check_deadline(&self) -> Result<()> {
+        self.meter.check_time()
     }
 
     pub fn eval(&mut self, e: &Expr, g: &Grid) -> Result<Value> {
         self.check_deadline()?;
-        let v = match e {
-            Expr::NumberLiteral(n) => Value::Scalar(vec![n.val; g.len()]),
+        // When this node is done its inputs are gone: the query then holds
+        // what it held before plus this node's value.
+        let base = self.meter.held();
+        let v = self.eval_node(e, g)?;
+        self.meter.settle(base, value_bytes(&v))?;
+        Ok(v)
+    }
+
+    fn eval_node(&mut self, e: &Expr, g: &Grid) -> Result<Value> {
+        Ok(match e {
+            Expr::NumberLiteral(n) => {
+                self.meter.charge_items(g.len(), 8)?;
+                Value::Scalar(vec![n.val; g.len()])
+            }
             Expr::StringLiteral(s) => Value::String(s.val.clone()),
             Expr::Paren(p) => self.eval(&p.expr, g)?,
             Expr::Unary(u) => match self.eval(&u.expr, g)? {
@@ -95,18 +131,14 @@ impl<'a> Evaluator<'a> {
                 }
                 other => return exec(format!("unary minus is not defined on a {}", other.type_name())),
             },
-            Expr::VectorSelector(vs) => Value::Vector(self.select_instant(vs, g)),
-            Expr::MatrixSelector(ms) => Value::Matrix(self.select_range(&ms.vs, ms.range.as_millis() as i64, g)),
+            Expr::VectorSelector(vs) => Value::Vector(self.select_instant(vs, g)?),
+            Expr::MatrixSelector(ms) => Value::Matrix(self.select_range(&ms.vs, dur_ms(&ms.range), g)?),
             Expr::Subquery(sq) => Value::Matrix(self.subquery(sq, g)?),
             Expr::Call(c) => functions::call(self, c, g)?,
             Expr::Aggregate(a) => aggregate::eval(self, a, g)?,
             Expr::Binary(b) => binary::eval(self, b, g)?,
             Expr::Extension(_) => return exec("extension expressions are not supported"),
-        };
-        if let Value::Vector(v) = &v {
-            self.check_points(v)?;
-        }
-        Ok(v)
+        })
     }
 
     /// Evaluates an argument that must be an instant vector.
@@ -143,21 +175,30 @@ impl<'a> Evaluator<'a> {
 
     /// When step `i`'s selector reads: the step time or the `@` time, minus
     /// the offset.
-    fn selector_times(&self, vs: &VectorSelector, g: &Grid) -> Vec<i64> {
+    fn selector_times(&self, vs: &VectorSelector, g: &Grid) -> Result<Vec<i64>> {
+        self.meter.charge_items(g.len(), 8)?;
         let off = offset_ms(&vs.offset);
-        match at_ms(&vs.at, &self.timing) {
-            Some(a) => vec![a - off; g.len()],
-            None => g.times().map(|t| t - off).collect(),
-        }
+        Ok(match at_ms(&vs.at, &self.timing) {
+            Some(a) => vec![a.saturating_sub(off); g.len()],
+            None => g.times().map(|t| t.saturating_sub(off)).collect(),
+        })
     }
 
     /// An instant vector selector: per step, the newest sample within the
     /// lookback window `(t - lookback, t]`, unless it is a staleness marker.
-    fn select_instant(&self, vs: &VectorSelector, g: &Grid) -> Vec<StepSeries> {
-        let times = self.selector_times(vs, g);
+    /// With `timestamps`, the value is the sample's time rather than its
+    /// value (`timestamp(selector)`).
+    pub(crate) fn select_instant_with(
+        &self,
+        vs: &VectorSelector,
+        g: &Grid,
+        timestamps: bool,
+    ) -> Result<Vec<StepSeries>> {
+        let times = self.selector_times(vs, g)?;
         let lookback = self.timing.lookback;
         let mut out = Vec::new();
         for s in self.fetched(vs) {
+            self.charge_points(times.len())?;
             let mut points = Points::new(times.len());
             let mut j = 0usize;
             for (i, &t) in times.iter().enumerate() {
@@ -168,24 +209,29 @@ impl<'a> Evaluator<'a> {
                     continue;
                 }
                 let last = s.samples[j - 1];
-                if last.t > t - lookback && !is_stale_nan(last.v) {
-                    points.set(i, last.v);
+                if last.t > t.saturating_sub(lookback) && !is_stale_nan(last.v) {
+                    points.set(i, if timestamps { last.t as f64 / 1000.0 } else { last.v });
                 }
             }
             if !points.is_empty() {
                 out.push(StepSeries::new(s.labels.clone(), points));
             }
         }
-        out
+        Ok(out)
+    }
+
+    fn select_instant(&self, vs: &VectorSelector, g: &Grid) -> Result<Vec<StepSeries>> {
+        self.select_instant_with(vs, g, false)
     }
 
     /// A range selector: the fetched samples without staleness markers,
     /// windowed per step by the consumer.
-    fn select_range(&self, vs: &VectorSelector, range: i64, g: &Grid) -> RangeVector {
+    fn select_range(&self, vs: &VectorSelector, range: i64, g: &Grid) -> Result<RangeVector> {
         let mut series = Vec::new();
         if let Some(all) = self.fetched_shared(vs) {
             for (i, s) in all.iter().enumerate() {
                 let samples = if s.samples.iter().any(|x| is_stale_nan(x.v)) {
+                    self.meter.charge_items(s.samples.len(), SAMPLE_BYTES)?;
                     Samples::Owned(s.samples.iter().filter(|x| !is_stale_nan(x.v)).copied().collect())
                 } else {
                     Samples::Shared(all.clone(), i)
@@ -195,29 +241,31 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
-        RangeVector { series, range, times: self.selector_times(vs, g) }
+        Ok(RangeVector { series, range, times: self.selector_times(vs, g)? })
     }
 
     fn subquery(&mut self, sq: &SubqueryExpr, g: &Grid) -> Result<RangeVector> {
-        let step = sq.step.map(|d| d.as_millis() as i64).filter(|s| *s > 0).unwrap_or(self.timing.default_step);
-        let range = sq.range.as_millis() as i64;
+        let step = subquery_step(sq, &self.timing);
+        let range = dur_ms(&sq.range);
         let off = offset_ms(&sq.offset);
         let at = at_ms(&sq.at, &self.timing);
         let inner = subquery_grid(g, range, step, off, at);
         let v = self.eval_vector(&sq.expr, &inner)?;
-        let series = v
-            .into_iter()
-            .map(|s| RangeSeries {
+        let mut series = Vec::with_capacity(v.len());
+        for s in v {
+            self.meter.charge_items(s.points.count(), SAMPLE_BYTES)?;
+            series.push(RangeSeries {
                 samples: Samples::Owned(
                     s.points.iter().map(|(i, v)| cairn_common::Sample::new(inner.t(i), v)).collect(),
                 ),
                 labels: s.labels,
                 drop_name: s.drop_name,
-            })
-            .collect();
+            });
+        }
+        self.meter.charge_items(g.len(), 8)?;
         let times = match at {
-            Some(a) => vec![a - off; g.len()],
-            None => g.times().map(|t| t - off).collect(),
+            Some(a) => vec![a.saturating_sub(off); g.len()],
+            None => g.times().map(|t| t.saturating_sub(off)).collect(),
         };
         Ok(RangeVector { series, range, times })
     }

@@ -17,6 +17,8 @@
 pub mod error;
 mod eval;
 mod kahan;
+pub mod limits;
+pub mod meter;
 pub mod plan;
 pub mod promqltest;
 pub mod value;
@@ -24,12 +26,15 @@ pub mod value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_common::memory::MemoryBudget;
 use cairn_common::storage::{Queryable, Series};
 use cairn_common::{Labels, TenantId};
 use promql_parser::parser::Expr;
 
 pub use error::{EvalError, Result};
 use eval::Evaluator;
+pub use limits::ExprLimits;
+use meter::QueryMeter;
 use plan::Timing;
 pub use value::format_value;
 use value::{Grid, Value};
@@ -46,8 +51,11 @@ pub struct EngineOptions {
     pub lookback_delta_ms: i64,
     /// Step of subqueries that give none (default 1m).
     pub default_subquery_step_ms: i64,
-    /// Most samples a query may load or hold at once (0 = no limit).
+    /// Most samples a query may load or hold at once (0 = no limit); step
+    /// values and other state count by their bytes, 16 to a sample.
     pub max_samples: usize,
+    /// The memory all queries of the process share (none = no limit).
+    pub budget: Option<Arc<MemoryBudget>>,
     /// Most series a query may select from storage (0 = no limit).
     pub max_series: usize,
     /// Time a query may run (0 = no limit).
@@ -64,6 +72,7 @@ impl Default for EngineOptions {
             lookback_delta_ms: 5 * 60_000,
             default_subquery_step_ms: 60_000,
             max_samples: 50_000_000,
+            budget: None,
             max_series: 0,
             timeout: Duration::from_secs(120),
             delayed_name_removal: false,
@@ -100,9 +109,57 @@ pub struct Engine {
     opts: EngineOptions,
 }
 
-/// Parses a PromQL expression, mapping errors to `bad_data`.
+/// Parses a PromQL expression within the default [`ExprLimits`], mapping
+/// errors to `bad_data`.
 pub fn parse(query: &str) -> Result<Expr> {
-    promql_parser::parser::parse(query).map_err(EvalError::BadData)
+    parse_with(query, &ExprLimits::default())
+}
+
+/// Parses a PromQL expression: the text is checked against `limits` before
+/// anything recursive runs, and a panic of the parser on odd input becomes
+/// a `bad_data` error rather than a dead connection.
+pub fn parse_with(query: &str, limits: &ExprLimits) -> Result<Expr> {
+    let scan = limits.check(query)?;
+    let expr = cairn_common::task::catch_panic(|| promql_parser::parser::parse(query))
+        .map_err(|p| EvalError::BadData(format!("the query could not be parsed: {p}")))?
+        .map_err(EvalError::BadData)?;
+    if !scan.invalid_utf8.is_empty() {
+        check_label_names(&expr, &scan.invalid_utf8)?;
+    }
+    Ok(expr)
+}
+
+/// Refuses `label_replace` and `label_join` destinations that Prometheus
+/// reads as bytes that are not UTF-8 (`"\xff"`): they are not label names.
+/// Walks the tree with a stack of its own, not by recursion.
+fn check_label_names(e: &Expr, invalid: &std::collections::BTreeSet<String>) -> Result<()> {
+    let mut stack = vec![e];
+    while let Some(e) = stack.pop() {
+        match e {
+            Expr::Call(c) => {
+                if matches!(c.func.name, "label_replace" | "label_join")
+                    && let Some(Expr::StringLiteral(dst)) = c.args.args.get(1).map(|a| a.as_ref())
+                    && invalid.contains(&dst.val)
+                {
+                    return Err(EvalError::BadData(format!(
+                        "invalid destination label name in {}(): {:?} is not valid UTF-8",
+                        c.func.name, dst.val
+                    )));
+                }
+                stack.extend(c.args.args.iter().map(|a| a.as_ref()));
+            }
+            Expr::Aggregate(a) => {
+                stack.push(&a.expr);
+                stack.extend(a.param.as_deref());
+            }
+            Expr::Unary(u) => stack.push(&u.expr),
+            Expr::Binary(b) => stack.extend([b.lhs.as_ref(), b.rhs.as_ref()]),
+            Expr::Paren(p) => stack.push(&p.expr),
+            Expr::Subquery(s) => stack.push(&s.expr),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -150,6 +207,11 @@ impl Engine {
     ) -> Result<QueryResult> {
         let started = Instant::now();
         let deadline = (!self.opts.timeout.is_zero()).then(|| started + self.opts.timeout);
+        let meter = Arc::new(QueryMeter::new(self.opts.max_samples, self.opts.budget.clone(), deadline));
+        // If this future is dropped (the client went away, or a timeout
+        // around it fired), evaluation on another thread stops at its next
+        // check.
+        let _cancel_on_drop = CancelOnDrop(meter.cancel_flag());
         let expr = Arc::new(expr);
         if is_range {
             match &*expr {
@@ -175,7 +237,8 @@ impl Engine {
             default_step: self.opts.default_subquery_step_ms,
             delayed_name_removal: self.opts.delayed_name_removal,
         };
-        let fetch = plan::fetch(&expr, grid, &timing, store, tenant, self.opts.max_samples, self.opts.max_series);
+        let fetch =
+            plan::fetch(&expr, grid, &timing, store, tenant, &meter, self.opts.max_samples, self.opts.max_series);
         let fetched: plan::Fetched = match deadline {
             Some(d) => tokio::time::timeout(d.saturating_duration_since(Instant::now()), fetch)
                 .await
@@ -183,9 +246,8 @@ impl Engine {
             None => fetch.await?,
         };
         let loaded_samples: usize = fetched.values().flat_map(|v| v.iter()).map(|s| s.samples.len()).sum();
-        let max_samples = self.opts.max_samples;
         let evaluate = move || {
-            let mut ev = Evaluator::new(timing, &fetched, deadline, max_samples);
+            let mut ev = Evaluator::new(timing, &fetched, &meter);
             let value = ev.eval(&expr, &grid)?;
             let result = to_result(value, &grid, is_range)?;
             Ok(QueryResult {
@@ -202,6 +264,15 @@ impl Engine {
         tokio::task::spawn_blocking(evaluate)
             .await
             .map_err(|e| EvalError::Execution(format!("query evaluation failed: {e}")))?
+    }
+}
+
+/// Sets a query's cancel flag when dropped.
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

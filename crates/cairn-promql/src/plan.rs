@@ -10,9 +10,10 @@ use std::sync::Arc;
 use cairn_common::storage::{Queryable, SelectRequest, Series};
 use cairn_common::{MatchOp, Matcher, TenantId};
 use promql_parser::label::MatchOp as PMatchOp;
-use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
 use crate::error::{EvalError, Result};
+use crate::meter::QueryMeter;
 use crate::value::Grid;
 
 /// Where a selector's data is kept: the node's address in the AST, which
@@ -50,11 +51,18 @@ struct Need<'a> {
     latest_only: bool,
 }
 
+/// A duration in milliseconds, saturating at `i64::MAX`. Time arithmetic
+/// in planning and evaluation saturates too: query times span nearly all
+/// of `i64`, and no combination of times, offsets and ranges may overflow.
+pub fn dur_ms(d: &std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 pub fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => dur_ms(d),
+        Some(Offset::Neg(d)) => -dur_ms(d),
     }
 }
 
@@ -64,10 +72,15 @@ pub fn at_ms(at: &Option<AtModifier>, t: &Timing) -> Option<i64> {
         Some(AtModifier::Start) => Some(t.query_start),
         Some(AtModifier::End) => Some(t.query_end),
         Some(AtModifier::At(st)) => Some(match st.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => d.as_millis() as i64,
-            Err(e) => -(e.duration().as_millis() as i64),
+            Ok(d) => dur_ms(&d),
+            Err(e) => -dur_ms(&e.duration()),
         }),
     }
+}
+
+/// A subquery's step: its own, or the default.
+pub fn subquery_step(sq: &SubqueryExpr, t: &Timing) -> i64 {
+    sq.step.as_ref().map(dur_ms).filter(|s| *s > 0).unwrap_or(t.default_step)
 }
 
 /// The grid a subquery's inner expression is evaluated on, as Prometheus
@@ -77,11 +90,11 @@ pub fn subquery_grid(outer: &Grid, range: i64, step: i64, offset: i64, at: Optio
         Some(a) => (a, a),
         None => (outer.start, outer.end),
     };
-    let end = end - offset;
-    let lo = start - offset - range;
+    let end = end.saturating_sub(offset);
+    let lo = start.saturating_sub(offset).saturating_sub(range);
     let mut inner_start = step * (lo / step);
     if inner_start < lo {
-        inner_start += step;
+        inner_start = inner_start.saturating_add(step);
     }
     Grid { start: inner_start, end, step }
 }
@@ -90,15 +103,15 @@ fn collect<'a>(e: &'a Expr, g: Grid, t: &Timing, out: &mut Vec<Need<'a>>) {
     match e {
         Expr::VectorSelector(vs) => {
             let (lo, hi) = eval_span(vs, &g, t);
-            out.push(Need { vs, mint: lo - t.lookback, maxt: hi, latest_only: lo == hi });
+            out.push(Need { vs, mint: lo.saturating_sub(t.lookback), maxt: hi, latest_only: lo == hi });
         }
         Expr::MatrixSelector(ms) => {
             let (lo, hi) = eval_span(&ms.vs, &g, t);
-            out.push(Need { vs: &ms.vs, mint: lo - ms.range.as_millis() as i64, maxt: hi, latest_only: false });
+            out.push(Need { vs: &ms.vs, mint: lo.saturating_sub(dur_ms(&ms.range)), maxt: hi, latest_only: false });
         }
         Expr::Subquery(sq) => {
-            let step = sq.step.map(|d| d.as_millis() as i64).filter(|s| *s > 0).unwrap_or(t.default_step);
-            let inner = subquery_grid(&g, sq.range.as_millis() as i64, step, offset_ms(&sq.offset), at_ms(&sq.at, t));
+            let inner =
+                subquery_grid(&g, dur_ms(&sq.range), subquery_step(sq, t), offset_ms(&sq.offset), at_ms(&sq.at, t));
             collect(&sq.expr, inner, t, out);
         }
         Expr::Aggregate(a) => {
@@ -126,8 +139,8 @@ fn collect<'a>(e: &'a Expr, g: Grid, t: &Timing, out: &mut Vec<Need<'a>>) {
 fn eval_span(vs: &VectorSelector, g: &Grid, t: &Timing) -> (i64, i64) {
     let off = offset_ms(&vs.offset);
     match at_ms(&vs.at, t) {
-        Some(a) => (a - off, a - off),
-        None => (g.start - off, g.end - off),
+        Some(a) => (a.saturating_sub(off), a.saturating_sub(off)),
+        None => (g.start.saturating_sub(off), g.end.saturating_sub(off)),
     }
 }
 
@@ -172,6 +185,7 @@ pub async fn fetch(
     timing: &Timing,
     store: &dyn Queryable,
     tenant: &TenantId,
+    meter: &Arc<QueryMeter>,
     max_samples: usize,
     max_series: usize,
 ) -> Result<Fetched> {
@@ -199,12 +213,19 @@ pub async fn fetch(
                 max_series: left(max_series, selected),
                 max_samples: left(max_samples, loaded),
                 latest_only: n.latest_only,
+                budget: Some(meter.clone()),
             };
-            let got = store.select(tenant, &req).await.map_err(|e| match e.code {
-                cairn_common::ErrorCode::TooManyRequests if e.message.contains("series") => series_error(),
-                cairn_common::ErrorCode::TooManyRequests => samples_error(),
-                _ => EvalError::Storage(e),
+            let got = store.select(tenant, &req).await.map_err(|e| {
+                if let Some(tripped) = meter.take_error() {
+                    return tripped;
+                }
+                match e.code {
+                    cairn_common::ErrorCode::TooManyRequests if e.message.contains("series") => series_error(),
+                    cairn_common::ErrorCode::TooManyRequests => samples_error(),
+                    _ => EvalError::Storage(e),
+                }
             })?;
+            // The storage charged the meter for what it read.
             loaded += got.iter().map(|s| s.samples.len()).sum::<usize>();
             selected += got.len();
             if max_samples > 0 && loaded > max_samples {

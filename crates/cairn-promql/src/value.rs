@@ -25,13 +25,24 @@ impl Grid {
         Self { start: t, end: t, step: 0 }
     }
 
+    /// Steps in the grid. Computed in 128 bits: a grid may span nearly all
+    /// of `i64`; whoever allocates per step checks this against the
+    /// query's limits first.
     pub fn len(&self) -> usize {
-        if self.step <= 0 || self.end < self.start { 1 } else { ((self.end - self.start) / self.step) as usize + 1 }
+        if self.step <= 0 || self.end < self.start {
+            1
+        } else {
+            let n = (i128::from(self.end) - i128::from(self.start)) / i128::from(self.step) + 1;
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }
     }
 
+    /// The time of step `i < len()`. Wrapping arithmetic is exact here: the
+    /// result lies in `[start, end]`, even where `i * step` alone would not
+    /// fit in an `i64`.
     #[inline]
     pub fn t(&self, i: usize) -> i64 {
-        self.start + i as i64 * self.step
+        self.start.wrapping_add((i as i64).wrapping_mul(self.step))
     }
 
     pub fn times(&self) -> impl Iterator<Item = i64> + '_ {
@@ -185,7 +196,7 @@ impl RangeVector {
     pub fn window_bounds<'a>(&'a self, samples: &'a [Sample]) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
         let (mut lo, mut hi) = (0usize, 0usize);
         self.times.iter().enumerate().map(move |(i, &end)| {
-            let start = end - self.range;
+            let start = end.saturating_sub(self.range);
             while hi < samples.len() && samples[hi].t <= end {
                 hi += 1;
             }

@@ -98,18 +98,19 @@ fn engine_for(q: &Querier, p: &Params) -> Result<Engine, Response> {
         lookback_delta_ms: cfg.lookback_delta.as_millis() as i64,
         default_subquery_step_ms: cfg.default_subquery_step.as_millis() as i64,
         max_samples: cfg.max_samples,
+        budget: Some(q.inner.budget.clone()),
         max_series: cfg.max_series,
         timeout,
         delayed_name_removal: cfg.delayed_name_removal,
     }))
 }
 
-fn parse_expr(p: &Params) -> Result<Expr, Response> {
-    let q = p.get("query").unwrap_or("");
-    if q.trim().is_empty() {
+fn parse_expr(q: &Querier, p: &Params) -> Result<Expr, Response> {
+    let text = p.get("query").unwrap_or("");
+    if text.trim().is_empty() {
         return Err(bad_data(invalid("query", "no expression found in input")));
     }
-    cairn_promql::parse(q).map_err(|e| bad_data(invalid("query", &e.to_string())))
+    cairn_promql::parse_with(text, &q.config().expr_limits()).map_err(|e| bad_data(invalid("query", &e.to_string())))
 }
 
 /// Keeps at most `limit` series of a result, with Prometheus's warning.
@@ -149,7 +150,7 @@ async fn query(
         let t = time_param(p, "time", now_ms()).map_err(bad_data)?;
         let limit = limit_param(p).map_err(bad_data)?;
         let engine = engine_for(&q, p)?;
-        let expr = parse_expr(p)?;
+        let expr = parse_expr(&q, p)?;
         let _permit = q
             .inner
             .permits
@@ -196,14 +197,15 @@ async fn query_range(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer",
             )));
         }
-        if (end - start) / step > MAX_POINTS_PER_SERIES {
+        // In 128 bits: start and end may lie at opposite ends of i64.
+        if (i128::from(end) - i128::from(start)) / i128::from(step) > i128::from(MAX_POINTS_PER_SERIES) {
             return Err(bad_data(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
             ));
         }
         let limit = limit_param(p).map_err(bad_data)?;
         let engine = engine_for(&q, p)?;
-        let expr = parse_expr(p)?;
+        let expr = parse_expr(&q, p)?;
         let _permit = q
             .inner
             .permits
@@ -219,10 +221,10 @@ async fn query_range(
 }
 
 /// `match[]` selectors as matcher sets (an `or` selector gives several).
-fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, Response> {
+fn match_sets(q: &Querier, p: &Params) -> Result<Vec<Vec<Matcher>>, Response> {
     let mut sets = Vec::new();
     for m in p.all("match[]") {
-        let vs = match cairn_promql::parse(m) {
+        let vs = match cairn_promql::parse_with(m, &q.config().expr_limits()) {
             Ok(Expr::VectorSelector(vs)) => vs,
             Ok(_) => return Err(bad_data(invalid("match[]", &format!("{m:?} is not a series selector")))),
             Err(e) => return Err(bad_data(invalid("match[]", &e.to_string()))),
@@ -239,13 +241,13 @@ struct LabelsQuery {
     limit: usize,
 }
 
-fn labels_query(p: &Params) -> Result<LabelsQuery, Response> {
+fn labels_query(q: &Querier, p: &Params) -> Result<LabelsQuery, Response> {
     let start = time_param(p, "start", MIN_TIME_MS).map_err(bad_data)?;
     let end = time_param(p, "end", MAX_TIME_MS).map_err(bad_data)?;
     if end < start {
         return Err(bad_data(invalid("end", "end timestamp must not be before start time")));
     }
-    Ok(LabelsQuery { sets: match_sets(p)?, start, end, limit: limit_param(p).map_err(bad_data)? })
+    Ok(LabelsQuery { sets: match_sets(q, p)?, start, end, limit: limit_param(p).map_err(bad_data)? })
 }
 
 /// Runs a labels-style lookup asking for one more than the limit, so that
@@ -284,7 +286,7 @@ async fn lookup(q: &Querier, req: Result<Req, Response>, what: Lookup) -> Respon
             Lookup::Values(name) if name.is_empty() => return Err(bad_data(format!("invalid label name: {name:?}"))),
             _ => {}
         }
-        let lq = labels_query(&req.params)?;
+        let lq = labels_query(q, &req.params)?;
         let r = lr(&lq);
         let store = &q.inner.store;
         let body = match &what {
@@ -404,12 +406,18 @@ async fn buildinfo(State(q): State<Querier>) -> Response {
     json_response(StatusCode::OK, json::success(&out, &[]))
 }
 
-async fn format_query(method: Method, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Response {
+async fn format_query(
+    State(q): State<Querier>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
     let req = match request(&method, &headers, raw, &body) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    match parse_expr(&req.params) {
+    match parse_expr(&q, &req.params) {
         Ok(e) => {
             let mut out = String::new();
             json::write_str(&mut out, &e.prettify());
@@ -419,12 +427,18 @@ async fn format_query(method: Method, headers: HeaderMap, RawQuery(raw): RawQuer
     }
 }
 
-async fn parse_query(method: Method, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Response {
+async fn parse_query(
+    State(q): State<Querier>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
     let req = match request(&method, &headers, raw, &body) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    match parse_expr(&req.params) {
+    match parse_expr(&q, &req.params) {
         Ok(e) => match serde_json::to_string(&e) {
             Ok(ast) => json_response(StatusCode::OK, json::success(&ast, &[])),
             Err(err) => api_error(ErrorCode::Internal, format!("encoding the syntax tree: {err}")),

@@ -3,6 +3,9 @@
 use cairn_common::PromDuration;
 use serde::{Deserialize, Serialize};
 
+/// The default of `--query.memory-limit-bytes`: 4 GiB.
+pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 4 << 30;
+
 #[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuerierConfig {
@@ -38,6 +41,18 @@ pub struct QuerierConfig {
     )]
     pub max_samples: usize,
 
+    /// Memory all queries of this process may hold together, PromQL and
+    /// SQL, in bytes (0 = no limit). A query that would take more fails
+    /// with an error naming this flag; the others go on.
+    #[arg(
+        long = "query.memory-limit-bytes",
+        id = "querier.memory_limit_bytes",
+        env = "CAIRN_QUERY_MEMORY_LIMIT_BYTES",
+        value_name = "BYTES",
+        default_value_t = DEFAULT_MEMORY_LIMIT_BYTES
+    )]
+    pub memory_limit_bytes: usize,
+
     /// Most series one query may select (0 = no limit). A query over it
     /// fails with an error naming this flag.
     #[arg(
@@ -58,6 +73,29 @@ pub struct QuerierConfig {
         default_value_t = 20
     )]
     pub max_concurrency: usize,
+
+    /// Longest PromQL expression accepted, in bytes (0 = no limit).
+    #[arg(
+        long = "query.max-expression-bytes",
+        id = "querier.max_expression_bytes",
+        env = "CAIRN_QUERY_MAX_EXPRESSION_BYTES",
+        value_name = "BYTES",
+        default_value_t = cairn_promql::limits::DEFAULT_MAX_BYTES
+    )]
+    pub max_expression_bytes: usize,
+
+    /// Deepest PromQL expression accepted: nested parentheses, calls and
+    /// chained operators (`1+1+...`) each count a level. Checked before
+    /// parsing, so that no query can overflow a thread's stack (0 = no
+    /// limit, which lets such a query abort the process).
+    #[arg(
+        long = "query.max-expression-depth",
+        id = "querier.max_expression_depth",
+        env = "CAIRN_QUERY_MAX_EXPRESSION_DEPTH",
+        value_name = "N",
+        default_value_t = cairn_promql::limits::DEFAULT_MAX_DEPTH
+    )]
+    pub max_expression_depth: usize,
 
     /// Step of subqueries written without one (`x[5m:]`).
     #[arg(
@@ -82,9 +120,9 @@ pub struct QuerierConfig {
     )]
     pub delayed_name_removal: bool,
 
-    /// Ingesters are asked only for the part of a query's range newer than
-    /// this (0 = always); older data is read from blocks. Keep it longer
-    /// than the ingester's block duration plus its upload delay.
+    /// Deprecated, no effect: ingesters are asked for every range, and a
+    /// head that holds nothing in it answers at once. Accepted so that
+    /// existing configurations still load.
     #[arg(
         long = "querier.query-ingesters-within",
         id = "querier.query_ingesters_within",
@@ -101,8 +139,11 @@ impl Default for QuerierConfig {
             lookback_delta: PromDuration::from_secs(300),
             timeout: PromDuration::from_secs(120),
             max_samples: 50_000_000,
+            memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
             max_series: 0,
             max_concurrency: 20,
+            max_expression_bytes: cairn_promql::limits::DEFAULT_MAX_BYTES,
+            max_expression_depth: cairn_promql::limits::DEFAULT_MAX_DEPTH,
             default_subquery_step: PromDuration::from_secs(60),
             delayed_name_removal: false,
             query_ingesters_within: PromDuration::from_secs(13 * 3600),
@@ -111,6 +152,10 @@ impl Default for QuerierConfig {
 }
 
 impl QuerierConfig {
+    pub fn expr_limits(&self) -> cairn_promql::ExprLimits {
+        cairn_promql::ExprLimits { max_bytes: self.max_expression_bytes, max_depth: self.max_expression_depth }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.lookback_delta.is_zero() {
             return Err("querier.lookback_delta must be positive".into());

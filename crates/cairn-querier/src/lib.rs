@@ -20,6 +20,7 @@ pub mod tiers;
 
 use std::sync::Arc;
 
+use cairn_common::memory::MemoryBudget;
 use cairn_common::storage::Queryable;
 use tokio::sync::Semaphore;
 
@@ -40,6 +41,7 @@ struct Inner {
     store: Arc<dyn Queryable>,
     permits: Semaphore,
     build: BuildInfo,
+    budget: Arc<MemoryBudget>,
 }
 
 /// A cheap-to-clone handle to the querier of this process.
@@ -57,7 +59,14 @@ impl std::fmt::Debug for Querier {
 impl Querier {
     pub fn new(cfg: QuerierConfig, store: Arc<dyn Queryable>, build: BuildInfo) -> Self {
         let permits = Semaphore::new(cfg.max_concurrency.max(1));
-        Self { inner: Arc::new(Inner { cfg, store, permits, build }) }
+        let budget = MemoryBudget::new(cfg.memory_limit_bytes, "--query.memory-limit-bytes");
+        Self { inner: Arc::new(Inner { cfg, store, permits, build, budget }) }
+    }
+
+    /// The memory budget of this process's queries, to share with other
+    /// query engines (SQL).
+    pub fn memory_budget(&self) -> Arc<MemoryBudget> {
+        self.inner.budget.clone()
     }
 
     pub fn config(&self) -> &QuerierConfig {

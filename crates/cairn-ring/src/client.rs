@@ -132,14 +132,15 @@ impl Queryable for IngesterClient {
             .await
             .map_err(|s| self.error(s))?
             .into_inner();
-        Ok(resp
-            .series
-            .into_iter()
-            .map(|ts| Series {
+        let mut out = Vec::with_capacity(resp.series.len());
+        for ts in resp.series {
+            req.charge(ts.samples.len())?;
+            out.push(Series {
                 labels: labels_from_proto(ts.labels),
                 samples: ts.samples.into_iter().map(|s| Sample::new(s.timestamp, s.value)).collect(),
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 
     async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {

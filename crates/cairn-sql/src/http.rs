@@ -16,7 +16,7 @@ use cairn_common::tenant::TENANT_HEADER;
 use cairn_common::time::{MAX_TIME_MS, MIN_TIME_MS, parse_time};
 use serde_json::json;
 
-use crate::{Sql, SqlError};
+use crate::Sql;
 
 pub fn routes(sql: Sql) -> Router {
     Router::new().route("/api/v1/sql", axum::routing::post(handle)).with_state(sql)
@@ -64,9 +64,6 @@ async fn handle(State(sql): State<Sql>, headers: HeaderMap, RawQuery(query): Raw
             let body = json!({"status": "success", "data": result});
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
-        Err(e @ SqlError::BadQuery(_)) => error(ErrorCode::BadData, e),
-        Err(e @ SqlError::Unavailable(_)) => error(ErrorCode::Unavailable, e),
-        Err(e @ SqlError::Timeout(_)) => error(ErrorCode::Timeout, e),
-        Err(e @ SqlError::Internal(_)) => error(ErrorCode::Internal, e),
+        Err(e) => error(e.code(), e),
     }
 }

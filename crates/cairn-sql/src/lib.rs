@@ -14,6 +14,13 @@
 //! DataFusion plans and runs the query; label predicates are pushed into
 //! the Parquet scan, so `WHERE metric = 'up'` reads only the row groups
 //! and pages of `up`.
+//!
+//! Queries are bounded before and while they run: the text's length and
+//! expression depth are checked before parsing (`limits`), at most
+//! `--sql.max-concurrency` run at once, on a runtime of their own with
+//! large stacks, each with a memory pool of `--sql.max-memory-bytes` drawn
+//! from the budget all queries share and no spilling, and every plan node
+//! checks the deadline and the client's presence between batches (`guard`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,8 +29,9 @@ use std::time::Duration;
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use cairn_common::TenantId;
+use cairn_common::memory::MemoryBudget;
 use cairn_common::storage::{LabelsRequest, Queryable};
+use cairn_common::{ErrorCode, TenantId};
 use cairn_storage::BlockStore;
 use cairn_storage::block::{LABEL_PREFIX, schema};
 use cairn_storage::paths;
@@ -31,11 +39,20 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
+pub mod config;
+mod guard;
 pub mod http;
+pub mod limits;
+
+pub use config::SqlConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
@@ -45,16 +62,36 @@ pub enum SqlError {
     /// Object storage could not be read.
     #[error("long-term storage: {0}")]
     Unavailable(String),
+    /// A limit stopped the query; the message names the flag.
+    #[error("{0}")]
+    Limit(String),
     #[error("query timed out after {0:?}")]
     Timeout(Duration),
+    #[error("query was canceled")]
+    Canceled,
     #[error("{0}")]
     Internal(String),
+}
+
+impl SqlError {
+    /// The error's code in the common table.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SqlError::BadQuery(_) => ErrorCode::BadData,
+            SqlError::Unavailable(_) => ErrorCode::Unavailable,
+            SqlError::Limit(_) => ErrorCode::Execution,
+            SqlError::Timeout(_) => ErrorCode::Timeout,
+            SqlError::Canceled => ErrorCode::Canceled,
+            SqlError::Internal(_) => ErrorCode::Internal,
+        }
+    }
 }
 
 impl From<DataFusionError> for SqlError {
     fn from(e: DataFusionError) -> Self {
         let msg = e.to_string();
         match e.find_root() {
+            DataFusionError::ResourcesExhausted(m) => SqlError::Limit(m.clone()),
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
@@ -81,17 +118,47 @@ pub struct Column {
     pub data_type: String,
 }
 
+/// Stack of the threads SQL runs on: deep enough for the deepest plan
+/// `--sql.max-expression-depth` allows, with a wide margin.
+pub const SQL_STACK_BYTES: usize = 64 << 20;
+
+/// The threads SQL runs on, apart from ingestion and PromQL: a runaway
+/// query occupies these, not the threads that acknowledge writes.
+struct SqlRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for SqlRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime may not block inside another runtime.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Runs SQL over one tenant's blocks. Cheap to clone.
 #[derive(Clone)]
 pub struct Sql {
     blocks: BlockStore,
-    max_rows: usize,
+    cfg: SqlConfig,
     timeout: Duration,
+    budget: Arc<MemoryBudget>,
+    permits: Arc<Semaphore>,
+    runtime: Arc<SqlRuntime>,
 }
 
 impl std::fmt::Debug for Sql {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sql").field("max_rows", &self.max_rows).finish()
+        f.debug_struct("Sql").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// Cancels a query's work on the SQL runtime when the caller goes away.
+struct CancelOnDrop(Arc<guard::Stop>, tokio::task::AbortHandle);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+        self.1.abort();
     }
 }
 
@@ -135,29 +202,90 @@ fn samples_view(label_names: &BTreeSet<String>) -> String {
 }
 
 impl Sql {
-    /// Answers return at most `max_rows` rows and take at most `timeout`.
-    pub fn new(blocks: BlockStore, max_rows: usize, timeout: Duration) -> Self {
-        Self { blocks, max_rows, timeout }
+    /// Answers are bounded by `cfg`, take at most `timeout`, and hold
+    /// memory from `budget`, shared with the other queries of the process.
+    pub fn new(blocks: BlockStore, cfg: SqlConfig, timeout: Duration, budget: Arc<MemoryBudget>) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-sql")
+            .thread_stack_size(SQL_STACK_BYTES)
+            .enable_all()
+            .build()
+            .ok();
+        let permits = Arc::new(Semaphore::new(cfg.max_concurrency.max(1)));
+        Self { blocks, cfg, timeout, budget, permits, runtime: Arc::new(SqlRuntime(runtime)) }
     }
 
     /// Runs `sql` over the tenant's blocks overlapping `[start, end]`.
+    /// Dropping the returned future (the client went away) stops the query.
     pub async fn query(&self, tenant: &TenantId, sql: &str, start: i64, end: i64) -> Result<SqlResult, SqlError> {
-        match tokio::time::timeout(self.timeout, self.run(tenant, sql, start, end)).await {
-            Ok(r) => r,
+        limits::check(sql, self.cfg.max_query_bytes, self.cfg.max_expression_depth).map_err(SqlError::BadQuery)?;
+        let deadline = std::time::Instant::now() + self.timeout;
+        let _permit = tokio::time::timeout_at(deadline.into(), self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| SqlError::Timeout(self.timeout))?
+            .map_err(|_| SqlError::Unavailable("the SQL engine is shutting down".into()))?;
+        let stop = guard::Stop::new(deadline);
+        let this = self.clone();
+        let (tenant, sql) = (tenant.clone(), sql.to_owned());
+        let work = {
+            let stop = stop.clone();
+            async move { this.run(&tenant, &sql, start, end, stop).await }
+        };
+        let Some(rt) = self.runtime.0.as_ref() else {
+            return Err(SqlError::Internal("the SQL runtime could not be started".into()));
+        };
+        let task = rt.spawn(work);
+        let _cancel = CancelOnDrop(stop, task.abort_handle());
+        let result = match tokio::time::timeout_at(deadline.into(), task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if e.is_cancelled() => Err(SqlError::Canceled),
+            Ok(Err(e)) => Err(SqlError::Internal(format!("the SQL query failed: {e}"))),
             Err(_) => Err(SqlError::Timeout(self.timeout)),
+        };
+        match result {
+            Err(SqlError::Canceled) if std::time::Instant::now() > deadline => Err(SqlError::Timeout(self.timeout)),
+            other => other,
         }
     }
 
-    async fn run(&self, tenant: &TenantId, sql: &str, start: i64, end: i64) -> Result<SqlResult, SqlError> {
-        let ctx = self.context(tenant, start, end).await?;
+    async fn run(
+        &self,
+        tenant: &TenantId,
+        sql: &str,
+        start: i64,
+        end: i64,
+        stop: Arc<guard::Stop>,
+    ) -> Result<SqlResult, SqlError> {
+        let ctx = self.context(tenant, start, end, stop).await?;
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let df = ctx.sql_with_options(sql, read_only).await?;
-        let batches = df.limit(0, Some(self.max_rows + 1))?.collect().await?;
-        to_result(&batches, self.max_rows)
+        let df = ctx.sql_with_options(sql, read_only).await.map_err(|e| self.stop_error(e))?;
+        let batches = df
+            .limit(0, Some(self.cfg.max_rows + 1))
+            .map_err(|e| self.stop_error(e))?
+            .collect()
+            .await
+            .map_err(|e| self.stop_error(e))?;
+        to_result(&batches, self.cfg.max_rows)
     }
 
-    /// A session with the tenant's `blocks` table and `samples` view.
-    async fn context(&self, tenant: &TenantId, start: i64, end: i64) -> Result<SessionContext, SqlError> {
+    fn stop_error(&self, e: DataFusionError) -> SqlError {
+        match guard::stopped(&e) {
+            Some(guard::Stopped::Timeout) => SqlError::Timeout(self.timeout),
+            Some(guard::Stopped::Canceled) => SqlError::Canceled,
+            None => e.into(),
+        }
+    }
+
+    /// A session with the tenant's `blocks` table and `samples` view, its
+    /// own memory pool and no spilling, every plan node guarded by `stop`.
+    async fn context(
+        &self,
+        tenant: &TenantId,
+        start: i64,
+        end: i64,
+        stop: Arc<guard::Stop>,
+    ) -> Result<SessionContext, SqlError> {
         let index = self.blocks.index(tenant).await.map_err(|e| SqlError::Unavailable(e.to_string()))?;
         let metas: Vec<_> = index.live_overlapping(start, end).cloned().collect();
         let req = LabelsRequest { matcher_sets: &[], start, end, limit: 0 };
@@ -171,7 +299,22 @@ impl Sql {
         let names_vec: Vec<String> = names.iter().cloned().collect();
         let table_schema = schema(&names_vec);
 
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+        let pool = Arc::new(guard::BudgetPool::new(self.budget.clone(), self.cfg.max_memory_bytes));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            // Joins yield batches of bounded size, so the guard sees them.
+            .set_bool("datafusion.execution.enforce_batch_size_in_joins", true);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(guard::GuardRule(stop)))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let url = url::Url::parse(BUCKET_URL).map_err(|e| SqlError::Internal(e.to_string()))?;
         ctx.register_object_store(&url, self.blocks.bucket().clone());
         if metas.is_empty() {

@@ -84,7 +84,9 @@ async fn fixture(max_rows: usize) -> Fixture {
     )
     .await;
     let blocks = BlockStore::new(bucket, Duration::from_secs(60), 1 << 20, &mut Registry::default());
-    Fixture { _dir: dir, sql: Sql::new(blocks, max_rows, Duration::from_secs(30)) }
+    let cfg = SqlConfig { max_rows, ..Default::default() };
+    let budget = cairn_common::memory::MemoryBudget::new(1 << 30, "--query.memory-limit-bytes");
+    Fixture { _dir: dir, sql: Sql::new(blocks, cfg, Duration::from_secs(30), budget) }
 }
 
 async fn rows(f: &Fixture, q: &str) -> Vec<Vec<Value>> {

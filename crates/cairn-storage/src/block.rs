@@ -24,7 +24,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Float64Type, Int8Type, Int32Type, Int64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use cairn_common::storage::Series;
+use cairn_common::storage::{ReadBudget, Series, series_bytes};
 use cairn_common::{Label, Labels, Matcher, Sample};
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
@@ -488,7 +488,18 @@ impl BlockReader {
     /// Series matching all `matchers` with samples in `[start, end]`, in
     /// row order. Every matcher must be satisfiable on this block's
     /// columns (an absent label reads as the empty value).
-    pub async fn select(&self, matchers: &[Matcher], start: i64, end: i64, latest_only: bool) -> Result<Vec<Series>> {
+    /// Series matching all `matchers` with their samples in `[start, end]`
+    /// (with `latest_only`, the newest only). Batches are decoded as they
+    /// arrive and `budget` is charged per series, so a query over its
+    /// limit stops reading.
+    pub async fn select(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        latest_only: bool,
+        budget: Option<&dyn ReadBudget>,
+    ) -> Result<Vec<Series>> {
         let Some((groups, selection)) = self.matching_rows(&RowFilter { matchers, start, end }).await? else {
             return Ok(Vec::new());
         };
@@ -502,10 +513,16 @@ impl BlockReader {
             .with_row_selection(selection)
             .with_projection(ProjectionMask::roots(&schema, roots))
             .build()?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        futures::pin_mut!(stream);
         let mut out = Vec::new();
-        for batch in &batches {
-            decode_series(batch, start, end, latest_only, &mut out)?;
+        while let Some(batch) = stream.try_next().await? {
+            let from = out.len();
+            decode_series(&batch, start, end, latest_only, &mut out)?;
+            if let Some(b) = budget {
+                for s in &out[from..] {
+                    b.charge(series_bytes(s.samples.len())).map_err(Error::Limit)?;
+                }
+            }
         }
         Ok(out)
     }

@@ -20,6 +20,9 @@ pub enum Error {
     Corrupt { block: String, msg: String },
     #[error("block {block} has format version {version}, newer than this Cairn reads ({supported})")]
     UnsupportedVersion { block: String, version: u32, supported: u32 },
+    /// A query's read budget refused more data.
+    #[error("{}", .0.message)]
+    Limit(cairn_common::status::ServiceError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -29,6 +32,7 @@ impl From<Error> for cairn_common::status::ServiceError {
         use cairn_common::ErrorCode;
         let code = match &e {
             Error::ObjectStore(_) | Error::Io(_) => ErrorCode::Unavailable,
+            Error::Limit(e) => return e.clone(),
             _ => ErrorCode::Internal,
         };
         cairn_common::status::ServiceError::new(code, format!("long-term storage: {e}"))

@@ -287,8 +287,9 @@ fn limited<T>(mut v: Vec<T>, limit: usize) -> Vec<T> {
 impl Queryable for BlockStore {
     async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
         let (matchers, start, end, latest) = (req.matchers, req.start, req.end, req.latest_only);
+        let budget = req.budget.as_deref();
         let parts = self
-            .each_block(tenant, start, end, |r| async move { r.select(matchers, start, end, latest).await })
+            .each_block(tenant, start, end, |r| async move { r.select(matchers, start, end, latest, budget).await })
             .await?;
         merge_series(parts, req)
     }

@@ -55,6 +55,12 @@ pub struct RunArgs {
     pub config: Config,
 }
 
+/// Stack of every runtime thread: 32 MiB. PromQL evaluation recurses once
+/// per level of the expression, about 12 KiB a level in a debug build and
+/// less in a release build, so the default depth limit of 500 uses under a
+/// fifth of it.
+pub const THREAD_STACK_BYTES: usize = 32 << 20;
+
 pub fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -83,13 +89,17 @@ pub fn main() -> ExitCode {
         }
     };
     crate::logging::init(cfg.server.log_level, cfg.server.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cairn: error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Every thread of the runtime, workers and blocking ones, gets a stack
+    // deep enough for the deepest query the expression limits allow
+    // (`--query.max-expression-depth`); untouched stack costs no memory.
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().thread_stack_size(THREAD_STACK_BYTES).enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("cairn: error: starting the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     match runtime.block_on(crate::process::run(target, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

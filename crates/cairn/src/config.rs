@@ -37,32 +37,13 @@ pub struct Config {
     pub querier: QuerierConfig,
     #[command(flatten)]
     pub storage: StorageConfig,
+    /// SQL over blocks; builds without the `sql` feature have no such
+    /// section.
+    #[cfg(feature = "sql")]
     #[command(flatten)]
-    pub sql: SqlConfig,
+    pub sql: cairn_sql::SqlConfig,
     #[command(flatten)]
     pub ring: RingConfig,
-}
-
-/// SQL over blocks (YAML section `sql`, flags `--sql.*`).
-#[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SqlConfig {
-    /// Most rows one SQL query returns; more are cut off and the answer
-    /// says so.
-    #[arg(
-        long = "sql.max-rows",
-        id = "sql.max_rows",
-        env = "CAIRN_SQL_MAX_ROWS",
-        value_name = "N",
-        default_value_t = 100_000
-    )]
-    pub max_rows: usize,
-}
-
-impl Default for SqlConfig {
-    fn default() -> Self {
-        Self { max_rows: 100_000 }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
@@ -144,7 +125,8 @@ impl Default for Config {
             ingester: IngesterConfig::default(),
             querier: QuerierConfig::default(),
             storage: StorageConfig::default(),
-            sql: SqlConfig::default(),
+            #[cfg(feature = "sql")]
+            sql: cairn_sql::SqlConfig::default(),
             ring: RingConfig::default(),
         }
     }
@@ -178,17 +160,8 @@ impl Config {
         self.storage.validate().map_err(ConfigError::Invalid)?;
         self.distributor.validate().map_err(ConfigError::Invalid)?;
         self.ring.validate().map_err(ConfigError::Invalid)?;
-        // A block period leaves the head about 1.5 periods after it began
-        // (plus the upload): older data must be asked of the heads too.
-        let within = self.querier.query_ingesters_within.as_millis();
-        let block = self.ingester.block_duration.as_millis();
-        if within > 0 && within < 2 * block {
-            return Err(ConfigError::Invalid(format!(
-                "querier.query_ingesters_within ({}) must be 0 or at least twice ingester.block_duration ({}): \
-                 recent data is only in the ingesters until its block is uploaded",
-                self.querier.query_ingesters_within, self.ingester.block_duration
-            )));
-        }
+        #[cfg(feature = "sql")]
+        self.sql.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -246,16 +246,24 @@ impl RetentionRole {
         let now = cairn_common::time::now_ms();
         let mut first = None;
         for tenant in retention::tenants(self.bucket.as_ref()).await? {
-            match retention::enforce(&self.bucket, &tenant, self.policy, now).await {
-                Ok((_, Some(index))) => self.blocks.notify(&tenant, index),
-                Ok((_, None)) => {}
-                Err(e) => {
+            // A panic on one tenant's blocks fails that tenant only.
+            let enforced =
+                cairn_common::task::catch_panic_async(retention::enforce(&self.bucket, &tenant, self.policy, now))
+                    .await;
+            match enforced {
+                Ok(Ok((_, Some(index)))) => self.blocks.notify(&tenant, index),
+                Ok(Ok((_, None))) => {}
+                Ok(Err(e)) => {
                     tracing::warn!(tenant = %tenant, error = %e, "applying retention failed; retried next run");
-                    first.get_or_insert(e);
+                    first.get_or_insert(anyhow::Error::from(e));
+                }
+                Err(panic) => {
+                    tracing::error!(tenant = %tenant, error = %panic, "applying retention panicked; retried next run");
+                    first.get_or_insert(anyhow::anyhow!("retention panicked for tenant {tenant}: {panic}"));
                 }
             }
         }
-        first.map_or(Ok(()), |e| Err(e.into()))
+        first.map_or(Ok(()), Err)
     }
 }
 
@@ -366,12 +374,14 @@ fn read_roles(
     bucket: Arc<dyn object_store::ObjectStore>,
     blocks: BlockStore,
 ) -> Vec<Box<dyn Role>> {
-    let store: Arc<dyn Queryable> =
-        Arc::new(Tiers::new(recent, Arc::new(blocks.clone()), cfg.querier.query_ingesters_within.as_millis() as i64));
-    let mut roles: Vec<Box<dyn Role>> =
-        vec![Box::new(QuerierRole(Querier::new(cfg.querier.clone(), store, build_info())))];
+    let store: Arc<dyn Queryable> = Arc::new(Tiers::new(recent, Arc::new(blocks.clone())));
+    let querier = Querier::new(cfg.querier.clone(), store, build_info());
     #[cfg(feature = "sql")]
-    roles.push(Box::new(SqlRole(cairn_sql::Sql::new(blocks.clone(), cfg.sql.max_rows, cfg.querier.timeout.as_std()))));
+    let sql =
+        cairn_sql::Sql::new(blocks.clone(), cfg.sql.clone(), cfg.querier.timeout.as_std(), querier.memory_budget());
+    let mut roles: Vec<Box<dyn Role>> = vec![Box::new(QuerierRole(querier))];
+    #[cfg(feature = "sql")]
+    roles.push(Box::new(SqlRole(sql)));
     roles.push(Box::new(RetentionRole {
         bucket,
         blocks,

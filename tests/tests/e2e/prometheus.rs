@@ -36,11 +36,7 @@ async fn prometheus_and_cairn_agree() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let cairn = Cairn::start(
-        &dir.path().join("cairn"),
-        &["--ingester.block-duration=20s", "--querier.query-ingesters-within=40s"],
-    )
-    .expect("start cairn");
+    let cairn = Cairn::start(&dir.path().join("cairn"), &["--ingester.block-duration=20s"]).expect("start cairn");
     let port = free_port();
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(

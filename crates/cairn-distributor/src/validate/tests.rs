@@ -100,3 +100,54 @@ fn histograms_and_exemplars_are_counted_not_errors() {
     assert_eq!(v.discarded.get(&DiscardReason::NativeHistogramsUnsupported), Some(&2));
     assert_eq!(v.samples_discarded(), 0);
 }
+
+#[test]
+fn samples_before_the_epoch_are_refused_naming_the_bound() {
+    let mut s = raw(&[("__name__", "up")]);
+    s.samples = vec![Sample::new(i64::MIN, 1.0), Sample::new(-1, 2.0), Sample::new(0, 3.0)];
+    let v = run(vec![s]);
+    assert_eq!(v.discarded.get(&DiscardReason::TooFarInPast), Some(&2));
+    assert_eq!(v.batch.series[0].samples, vec![Sample::new(0, 3.0)]);
+    let msg = v.first_error.expect("error");
+    assert!(msg.contains("1970-01-01T00:00:00.000Z"), "{msg}");
+}
+
+#[test]
+fn without_a_grace_period_the_year_9999_is_the_bound() {
+    let cfg =
+        ValidationConfig { create_grace_period: cairn_common::PromDuration::from_millis(0), ..Default::default() };
+    let mut s = raw(&[("__name__", "up")]);
+    s.samples = vec![
+        Sample::new(MAX_SAMPLE_TIME_MS, 1.0),
+        Sample::new(MAX_SAMPLE_TIME_MS + 1, 2.0),
+        Sample::new(i64::MAX, 3.0),
+    ];
+    let v = validate(RawRequest { series: vec![s], metadata: vec![] }, &cfg, 10_000);
+    assert_eq!(v.discarded.get(&DiscardReason::TooFarInFuture), Some(&2));
+    assert_eq!(v.batch.series[0].samples.len(), 1);
+    assert!(v.first_error.expect("error").contains("9999-12-31T23:59:59.999Z"));
+}
+
+proptest::proptest! {
+    /// Whatever the timestamps, the clock and the grace period, validation
+    /// neither panics nor lets through a timestamp Cairn does not store.
+    #[test]
+    fn only_storable_timestamps_pass(
+        ts in proptest::collection::vec(proptest::prelude::any::<i64>(), 1..20),
+        now in proptest::prelude::any::<i64>(),
+        grace in proptest::prelude::any::<u64>(),
+    ) {
+        let cfg = ValidationConfig {
+            create_grace_period: cairn_common::PromDuration::from_millis(grace),
+            ..Default::default()
+        };
+        let mut s = raw(&[("__name__", "up")]);
+        s.samples = ts.iter().map(|&t| Sample::new(t, 1.0)).collect();
+        let v = validate(RawRequest { series: vec![s], metadata: vec![] }, &cfg, now);
+        for series in &v.batch.series {
+            for sample in &series.samples {
+                proptest::prop_assert!(cairn_common::time::is_storable(sample.t), "{}", sample.t);
+            }
+        }
+    }
+}

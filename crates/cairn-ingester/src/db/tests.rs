@@ -155,3 +155,45 @@ fn series_limit_rejects_new_series_only() {
     assert_eq!(out.samples_appended, 1);
     assert_eq!(out.rejections[0].reason, RejectReason::SeriesLimit);
 }
+
+#[test]
+fn a_failed_wal_write_acknowledges_nothing_and_loses_nothing_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path(), opts(0));
+    db.push(&batch(vec![series("a", &[(10, 1.0)])])).expect("push");
+    // The disk fills mid-write: the batch creating series b fails.
+    crate::wal::faults::short_write(7);
+    assert!(db.push(&batch(vec![series("b", &[(10, 1.0)]), series("a", &[(20, 2.0)])])).is_err());
+    assert_eq!(read(&db, "b"), vec![], "nothing of a failed write is applied");
+    // The retry, and later writes, are acknowledged and must all replay:
+    // b's series record is logged again although b is already in the head.
+    db.push(&batch(vec![series("b", &[(10, 1.0)]), series("a", &[(20, 2.0)])])).expect("retry");
+    db.push(&batch(vec![series("b", &[(30, 3.0)])])).expect("push");
+    drop(db);
+    let db = open(dir.path(), opts(0));
+    assert_eq!(read(&db, "a"), bits(&[(10, 1.0), (20, 2.0)]));
+    assert_eq!(read(&db, "b"), bits(&[(10, 1.0), (30, 3.0)]));
+}
+
+#[test]
+fn samples_outside_the_storable_range_are_refused_and_dropped_at_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path(), opts(0));
+    let out = db.push(&batch(vec![series("a", &[(i64::MIN, 1.0), (-1, 1.0), (10, 1.0)])])).expect("push");
+    assert_eq!(out.samples_appended, 1);
+    assert_eq!(out.rejections[0].reason, RejectReason::OutOfBounds);
+    assert_eq!(out.rejections[0].samples, 2);
+    drop(db);
+    // A WAL written by a version that did not check: a poison pill at
+    // i64::MIN is dropped at replay rather than kept forever.
+    let wal = crate::wal::Wal::open(dir.path(), 1 << 20).expect("wal");
+    let mut body = Vec::new();
+    crate::wal::record::encode_samples(&mut body, &[(0, i64::MIN, 5.0), (0, 40, 4.0)]);
+    let mut framed = Vec::new();
+    crate::wal::frame::put_record(&mut framed, &body);
+    wal.log(&framed).expect("log");
+    drop(wal);
+    let db = open(dir.path(), opts(0));
+    assert_eq!(read(&db, "a"), bits(&[(10, 1.0), (40, 4.0)]));
+    assert_eq!(db.head().time_bounds(), Some((10, 40)));
+}

@@ -1,5 +1,7 @@
 //! One series in the head: its labels and its samples in XOR chunks.
 
+use std::sync::atomic::AtomicBool;
+
 use bytes::Bytes;
 use cairn_common::Sample;
 use cairn_common::chunk::{MAX_BYTES_PER_CHUNK, TARGET_SAMPLES_PER_CHUNK, XorAppender, XorIter};
@@ -24,6 +26,11 @@ pub struct Series {
     pub series_ref: u32,
     pub labels: PackedLabels,
     pub data: Mutex<SeriesData>,
+    /// Whether the WAL holds this series' record. A series is created in
+    /// the head before the WAL write of its batch; if that write fails, the
+    /// next batch that uses the series logs its record again, so that no
+    /// logged sample refers to a series replay would not know.
+    pub logged: AtomicBool,
 }
 
 /// The samples of a series. In-order samples go to XOR chunks; when an

@@ -89,7 +89,7 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, g: &Grid) -> Result<Value
         }
         T_COUNT_VALUES => {
             let label = param_string.unwrap_or_default();
-            count_values(&label, &v, &a.modifier, n)?
+            count_values(ev, &label, &v, &a.modifier, n)?
         }
         T_QUANTILE => {
             let q = param_scalar.unwrap_or_default();
@@ -99,6 +99,8 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, g: &Grid) -> Result<Value
                     .insert(format!("PromQL warning: quantile value should be between 0 and 1, got {bad}"));
             }
             let (groups, of) = grouping(&v, &a.modifier);
+            let values: usize = v.iter().map(|s| s.points.count()).sum();
+            ev.meter.charge(groups.len().saturating_mul(n).saturating_mul(24).saturating_add(values * 8))?;
             let mut vals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n]; groups.len()];
             for (s, &gi) in v.iter().zip(&of) {
                 for (i, x) in s.points.iter() {
@@ -121,13 +123,19 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, g: &Grid) -> Result<Value
                 })
                 .collect()
         }
-        _ => simple(op, &v, &a.modifier, n)?,
+        _ => simple(ev, op, &v, &a.modifier, n)?,
     };
     Ok(Value::Vector(out))
 }
 
 /// Aggregations with one accumulator per group and step.
-fn simple(op: u16, v: &[StepSeries], modifier: &Option<LabelModifier>, n: usize) -> Result<Vec<StepSeries>> {
+fn simple(
+    ev: &Evaluator<'_>,
+    op: u16,
+    v: &[StepSeries],
+    modifier: &Option<LabelModifier>,
+    n: usize,
+) -> Result<Vec<StepSeries>> {
     #[derive(Clone, Copy)]
     enum Acc {
         None,
@@ -137,8 +145,13 @@ fn simple(op: u16, v: &[StepSeries], modifier: &Option<LabelModifier>, n: usize)
         Val(f64),
     }
     let (groups, of) = grouping(v, modifier);
+    // One accumulator per group and step, then a column per group.
+    ev.meter.charge(groups.len().saturating_mul(n).saturating_mul(size_of::<Acc>() + 9))?;
     let mut acc = vec![Acc::None; groups.len() * n];
-    for (s, &gi) in v.iter().zip(&of) {
+    for (si, (s, &gi)) in v.iter().zip(&of).enumerate() {
+        if si % 1024 == 0 {
+            ev.check_deadline()?;
+        }
         for (i, x) in s.points.iter() {
             let a = &mut acc[gi * n + i];
             *a = match (op, *a) {
@@ -242,10 +255,12 @@ fn select_k(
     for (si, &gi) in of.iter().enumerate() {
         members[gi].push(si);
     }
+    ev.meter.charge(v.len().saturating_mul(super::points_bytes(n)))?;
     let mut keep: Vec<Points> = v.iter().map(|_| Points::new(n)).collect();
     // The order of the chosen series at each step, for instant results.
     let mut order: Vec<usize> = Vec::new();
     for m in &members {
+        ev.check_deadline()?;
         for i in 0..n {
             let present: Vec<usize> = m.iter().copied().filter(|&si| v[si].points.has(i)).collect();
             if present.is_empty() {
@@ -309,7 +324,13 @@ fn select_k(
     Ok(series.into_iter().flatten().collect())
 }
 
-fn count_values(label: &str, v: &[StepSeries], modifier: &Option<LabelModifier>, n: usize) -> Result<Vec<StepSeries>> {
+fn count_values(
+    ev: &Evaluator<'_>,
+    label: &str,
+    v: &[StepSeries],
+    modifier: &Option<LabelModifier>,
+    n: usize,
+) -> Result<Vec<StepSeries>> {
     if label.is_empty() {
         return exec(format!("invalid label name {label:?}"));
     }
@@ -320,10 +341,17 @@ fn count_values(label: &str, v: &[StepSeries], modifier: &Option<LabelModifier>,
         for (i, x) in s.points.iter() {
             let mut labels = base.clone();
             labels.set(label, &format_value(x));
-            let oi = *index.entry(labels.clone()).or_insert_with(|| {
-                out.push(StepSeries::new(labels, Points::new(n)));
-                out.len() - 1
-            });
+            // Each distinct value is a new series with a column of its own:
+            // far more than the input can hold.
+            let oi = match index.get(&labels) {
+                Some(&oi) => oi,
+                None => {
+                    ev.charge_points(n)?;
+                    index.insert(labels.clone(), out.len());
+                    out.push(StepSeries::new(labels, Points::new(n)));
+                    out.len() - 1
+                }
+            };
             let cur = out[oi].points.get(i).unwrap_or(0.0);
             out[oi].points.set(i, cur + 1.0);
         }

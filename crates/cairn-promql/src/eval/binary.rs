@@ -175,6 +175,7 @@ fn vector_vector(
     // One-to-one: the steps at which a signature already produced output.
     let mut matched: HashMap<Labels, Points> = HashMap::new();
     for l in &lhs {
+        ev.check_deadline()?;
         let sig = signature(&l.labels, &m.matching);
         let Some(cands) = rsig.get(&sig) else { continue };
         for &ri in cands {

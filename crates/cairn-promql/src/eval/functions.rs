@@ -1,6 +1,6 @@
 //! Function calls.
 
-use cairn_common::{Labels, METRIC_NAME, is_stale_nan};
+use cairn_common::{Labels, METRIC_NAME};
 use chrono::{DateTime, Datelike, Timelike};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{Call, Expr};
@@ -8,7 +8,6 @@ use promql_parser::parser::{Call, Expr};
 use super::range_functions;
 use super::{Evaluator, merge_same_labels};
 use crate::error::{EvalError, Result, exec};
-use crate::plan::key;
 use crate::value::{Grid, Points, StepSeries, Value};
 
 fn arg(c: &Call, i: usize) -> Result<&Expr> {
@@ -32,6 +31,10 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
         return range_call(ev, c, g, name, f, keep_name);
     }
     let n = g.len();
+    // Several functions make a column of the grid's length from nothing
+    // (`time()`, `vector(1)`, `pi()`): on a subquery's grid that can be
+    // anything, so it is charged before any of them allocates.
+    ev.charge_points(n)?;
     let v = match name {
         "time" => Value::Scalar(g.times().map(|t| t as f64 / 1000.0).collect()),
         "pi" => Value::Scalar(vec![std::f64::consts::PI; n]),
@@ -86,7 +89,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
         "histogram_quantiles" => Value::Vector(super::aggregate::histogram_quantiles(ev, c, g)?),
         "histogram_fraction" => Value::Vector(super::aggregate::histogram_fraction(ev, c, g)?),
         "step" => Value::Scalar(vec![ev.timing.query_step as f64 / 1000.0; n]),
-        "range" => Value::Scalar(vec![(ev.timing.query_end - ev.timing.query_start) as f64 / 1000.0; n]),
+        "range" => Value::Scalar(vec![(ev.timing.query_end as f64 - ev.timing.query_start as f64) / 1000.0; n]),
         "start" => Value::Scalar(vec![ev.timing.query_start as f64 / 1000.0; n]),
         "end" => Value::Scalar(vec![ev.timing.query_end as f64 / 1000.0; n]),
         "min_of" | "max_of" => {
@@ -169,6 +172,7 @@ fn range_call(
         "quantile_over_time" => (arg(c, 1)?, vec![arg(c, 0)?]),
         _ => (arg(c, 0)?, c.args.args[1..].iter().map(|b| &**b).collect()),
     };
+    ev.meter.charge_items(2 * n, 8)?;
     let mut args: Vec<Vec<f64>> = Vec::new();
     for e in scalars {
         args.push(ev.eval_scalar(e, g)?);
@@ -189,6 +193,7 @@ fn range_call(
     }
     if name == "absent_over_time" {
         let rv = ev.eval_range(range_arg, g)?;
+        ev.meter.charge(rv.series.len().saturating_mul(super::points_bytes(n)))?;
         return Ok(Value::Vector(absent_steps(
             n,
             &rv.series
@@ -331,27 +336,7 @@ fn timestamp(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSerie
     let a = arg(c, 0)?;
     if let Expr::VectorSelector(vs) = unwrap_parens(a) {
         // The timestamp of the sample the selector picked, not the step.
-        let times = ev.selector_times(vs, g);
-        let lookback = ev.timing.lookback;
-        let mut out = Vec::new();
-        for s in ev.fetched.get(&key(vs)).map(|s| s.as_slice()).unwrap_or(&[]) {
-            let mut points = Points::new(times.len());
-            let mut j = 0;
-            for (i, &t) in times.iter().enumerate() {
-                while j < s.samples.len() && s.samples[j].t <= t {
-                    j += 1;
-                }
-                if j > 0 {
-                    let last = s.samples[j - 1];
-                    if last.t > t - lookback && !is_stale_nan(last.v) {
-                        points.set(i, last.t as f64 / 1000.0);
-                    }
-                }
-            }
-            if !points.is_empty() {
-                out.push(StepSeries::new(s.labels.clone(), points));
-            }
-        }
+        let out = ev.select_instant_with(vs, g, true)?;
         return drop_names(ev, out);
     }
     let mut v = ev.eval_vector(a, g)?;

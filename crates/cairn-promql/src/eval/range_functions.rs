@@ -88,6 +88,7 @@ pub fn apply(
             prev = x.v;
             resets.push(n);
         }
+        ev.charge_points(rv.times.len())?;
         let mut points = Points::new(rv.times.len());
         for (i, lo, hi) in rv.window_bounds(&s.samples) {
             if lo == hi {
@@ -95,7 +96,7 @@ pub fn apply(
             }
             let w = &s.samples[lo..hi];
             let ctx = WindowCtx {
-                range_start: rv.times[i] - rv.range,
+                range_start: rv.times[i].saturating_sub(rv.range),
                 range_end: rv.times[i],
                 step_t: g.t(i),
                 arg: args.0.get(i).copied().unwrap_or(0.0),

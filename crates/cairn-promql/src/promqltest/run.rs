@@ -17,8 +17,9 @@ use crate::{Engine, EngineOptions, QueryResult, QueryValue};
 pub trait Backend: Send {
     async fn load(&mut self, series: Vec<Series>) -> Result<(), String>;
     async fn clear(&mut self) -> Result<(), String>;
-    /// Runs a query; `Err` carries the error message.
-    async fn query(&mut self, expr: Expr, kind: &EvalKind) -> Result<QueryResult, String>;
+    /// Runs a query, given as the script wrote it and as parsed; `Err`
+    /// carries the error message.
+    async fn query(&mut self, text: &str, expr: Expr, kind: &EvalKind) -> Result<QueryResult, String>;
 }
 
 /// The engine over in-memory storage, with the settings the scripts assume.
@@ -31,7 +32,12 @@ pub struct EngineBackend {
 impl Default for EngineBackend {
     fn default() -> Self {
         // The settings Prometheus's own test engine uses.
-        let opts = EngineOptions { max_samples: 10_000, delayed_name_removal: true, ..Default::default() };
+        Self::with_options(EngineOptions { max_samples: 10_000, delayed_name_removal: true, ..Default::default() })
+    }
+}
+
+impl EngineBackend {
+    pub fn with_options(opts: EngineOptions) -> Self {
         Self {
             engine: Engine::new(opts),
             store: Arc::new(MemStorage::default()),
@@ -54,7 +60,7 @@ impl Backend for EngineBackend {
         Ok(())
     }
 
-    async fn query(&mut self, expr: Expr, kind: &EvalKind) -> Result<QueryResult, String> {
+    async fn query(&mut self, _text: &str, expr: Expr, kind: &EvalKind) -> Result<QueryResult, String> {
         let r = match *kind {
             EvalKind::Instant { t } => self.engine.instant(self.store.as_ref(), &self.tenant, expr, t).await,
             EvalKind::Range { start, end, step } => {
@@ -165,9 +171,9 @@ pub fn almost_equal(a: f64, b: f64) -> bool {
 }
 
 async fn check_eval(e: &EvalCmd, backend: &mut dyn Backend) -> Result<(), String> {
-    let expr = promql_parser::parser::parse(&e.expr);
+    let expr = crate::parse(&e.expr).map_err(|e| e.to_string());
     let res = match expr.clone() {
-        Ok(x) => backend.query(x, &e.kind).await,
+        Ok(x) => backend.query(&e.expr, x, &e.kind).await,
         Err(err) => Err(err),
     };
     if let Some(m) = &e.fail {
@@ -188,7 +194,7 @@ async fn check_eval(e: &EvalCmd, backend: &mut dyn Backend) -> Result<(), String
     // Range mode: the point at t of a range query over [t-1m, t+1m].
     if !e.ordered && !time_dependent && matches!(e.expected, Expected::Series(_) | Expected::Scalar(_)) {
         let kind = EvalKind::Range { start: t - 60_000, end: t + 60_000, step: 60_000 };
-        let r = backend.query(expr.clone(), &kind).await.map_err(|m| format!("range mode failed: {m}"))?;
+        let r = backend.query(&e.expr, expr.clone(), &kind).await.map_err(|m| format!("range mode failed: {m}"))?;
         let QueryValue::Matrix(m) = r.value else { return Err("range mode did not return a matrix".into()) };
         let at_t = match &e.expected {
             Expected::Scalar(_) => QueryValue::Scalar {
@@ -232,10 +238,11 @@ async fn check_eval(e: &EvalCmd, backend: &mut dyn Backend) -> Result<(), String
     {
         let mut pinned = expr;
         if pin_at(&mut pinned, t) {
+            let pinned_text = pinned.to_string();
             let times = if t == 0 { vec![-1000, 0, 1000] } else { vec![-10 * t, 0, t / 5, t, 10 * t] };
             for at in times {
                 let r = backend
-                    .query(pinned.clone(), &EvalKind::Instant { t: at })
+                    .query(&pinned_text, pinned.clone(), &EvalKind::Instant { t: at })
                     .await
                     .map_err(|m| format!("@ check at {at} failed: {m}"))?;
                 compare(&r.value, e).map_err(|m| format!("@ check at {at}: {m}"))?;

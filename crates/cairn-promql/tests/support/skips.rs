@@ -45,11 +45,7 @@ pub fn reads_histograms(expr: &str, hist: &HashSet<String>) -> bool {
 
 /// Evals left out on purpose, each with its reason. Reviewed: every entry
 /// is a feature Cairn does not have yet or a documented parser limitation.
-const KNOWN: &[(&str, usize, &str)] = &[(
-    "functions.test",
-    523,
-    "promql-parser decodes the string escape \\xff as U+00FF (a valid label name) where Go yields the invalid byte 0xff",
-)];
+const KNOWN: &[(&str, usize, &str)] = &[];
 
 /// Experimental features Cairn does not support, recognised per eval.
 fn unsupported_feature(file: &str, e: &EvalCmd) -> Option<&'static str> {

@@ -94,7 +94,7 @@ async fn round_trip_keeps_every_bit() {
     assert_eq!(stats, BlockStats { series: 4, samples: 109, min_time: -5, max_time: 99 * 15_000 });
     let o = open(bytes).await;
     assert_eq!(o.reader.key_value(KV_FORMAT_VERSION).as_deref(), Some("1"));
-    let got = o.reader.select(&all(), i64::MIN, i64::MAX, false).await.expect("select");
+    let got = o.reader.select(&all(), i64::MIN, i64::MAX, false, None).await.expect("select");
     let mut want: Vec<_> = data.clone();
     want.sort_by(|a, b| row_order(&a.0, &b.0));
     assert_eq!(got.len(), want.len());
@@ -109,11 +109,11 @@ async fn time_ranges_trim_and_latest_only_keeps_the_newest() {
     let l = Labels::from_pairs([("__name__", "m")]);
     let data: Data = vec![(l.clone(), (0..10).map(|i| Sample::new(i * 10, i as f64)).collect())];
     let o = open(write_bytes(&data, &WriteOptions::default()).0).await;
-    let got = o.reader.select(&all(), 15, 50, false).await.expect("select");
+    let got = o.reader.select(&all(), 15, 50, false, None).await.expect("select");
     assert_eq!(got[0].samples.iter().map(|s| s.t).collect::<Vec<_>>(), vec![20, 30, 40, 50]);
-    let got = o.reader.select(&all(), 15, 55, true).await.expect("select");
+    let got = o.reader.select(&all(), 15, 55, true, None).await.expect("select");
     assert_eq!(got[0].samples, vec![Sample::new(50, 5.0)]);
-    assert!(o.reader.select(&all(), 91, 200, false).await.expect("select").is_empty());
+    assert!(o.reader.select(&all(), 91, 200, false, None).await.expect("select").is_empty());
     assert!(o.reader.series(&all(), 91, 200).await.expect("series").is_empty());
     assert_eq!(o.reader.series(&all(), 90, 200).await.expect("series"), vec![l]);
 }
@@ -125,7 +125,7 @@ async fn empty_matchers_match_nothing_and_absent_labels_read_as_empty() {
         (Labels::from_pairs([("__name__", "m")]), vec![Sample::new(1, 2.0)]),
     ];
     let o = open(write_bytes(&data, &WriteOptions::default()).0).await;
-    assert!(o.reader.select(&[], 0, 10, false).await.expect("select").is_empty());
+    assert!(o.reader.select(&[], 0, 10, false, None).await.expect("select").is_empty());
     let q = |ms: Vec<Matcher>| {
         let r = o.reader.clone();
         async move { r.series(&ms, 0, 10).await.expect("series") }
@@ -188,7 +188,7 @@ async fn one_series_reads_a_small_part_of_the_block() {
     let o = open(bytes).await;
     let footer = o.read.swap(0, AtomicOrdering::Relaxed);
     let ms = vec![Matcher::equal("__name__", "metric_17"), Matcher::equal("instance", "host-042:9100")];
-    let got = o.reader.select(&ms, 0, i64::MAX, false).await.expect("select");
+    let got = o.reader.select(&ms, 0, i64::MAX, false, None).await.expect("select");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].samples.len(), 480);
     assert_eq!(got[0].samples[479].v, (479 * 43) as f64 * 0.25);
@@ -257,7 +257,7 @@ proptest! {
         let opts = WriteOptions { row_group_series: rg, page_bytes: 1024, ..Default::default() };
         let (bytes, _) = write_bytes(&data, &opts);
         let o = rt.block_on(open(bytes));
-        let got = rt.block_on(o.reader.select(&matchers, start, end, false)).expect("select");
+        let got = rt.block_on(o.reader.select(&matchers, start, end, false, None)).expect("select");
         let mut want: Vec<(Labels, Vec<Sample>)> = data
             .iter()
             .filter(|(l, _)| matchers.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
@@ -322,7 +322,7 @@ async fn reads_format_v1_files() {
     let bytes = std::fs::read(GOLDEN_V1).expect("testdata/format-v1.parquet is checked in");
     let o = open(bytes).await;
     assert_eq!(o.reader.key_value(KV_FORMAT_VERSION).as_deref(), Some("1"));
-    let got = o.reader.select(&all(), i64::MIN, i64::MAX, false).await.expect("select");
+    let got = o.reader.select(&all(), i64::MIN, i64::MAX, false, None).await.expect("select");
     let mut want = golden_data();
     want.sort_by(|a, b| row_order(&a.0, &b.0));
     assert_eq!(got.len(), want.len());

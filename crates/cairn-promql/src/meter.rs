@@ -1,0 +1,189 @@
+//! What one query holds and how long it runs, checked as it goes.
+//!
+//! The evaluator charges the [`QueryMeter`] before every allocation that
+//! grows with the data (a column of step values per series, the samples
+//! of a subquery, aggregation state per group, the steps of a grid), so a
+//! query over its limit fails before it allocates, not after. When a node
+//! of the expression is done, its inputs are gone: the meter then holds
+//! what the query holds at that moment, the live values, as Prometheus
+//! counts its "current samples".
+//!
+//! Bytes charged are also reserved from the process's [`MemoryBudget`],
+//! in steps of [`BUDGET_STEP`] bytes so that queries rarely touch the
+//! shared counter. Every charge also checks the deadline and whether the
+//! query was cancelled (its client went away), so long loops stop soon.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use cairn_common::memory::MemoryBudget;
+use cairn_common::status::ServiceError;
+use cairn_common::storage::ReadBudget;
+use parking_lot::Mutex;
+
+use crate::error::{EvalError, Result};
+
+/// Bytes a sample takes (timestamp and value); `--query.max-samples` is
+/// counted in these.
+pub const SAMPLE_BYTES: usize = 16;
+/// Reservations from the process budget are taken in steps this large.
+pub const BUDGET_STEP: usize = 1 << 20;
+
+/// One query's meter. Shared by reference between planning and
+/// evaluation (atomics: the planning future must be `Send`).
+#[derive(Debug)]
+pub struct QueryMeter {
+    held: AtomicUsize,
+    reserved: AtomicUsize,
+    max_bytes: usize,
+    max_samples: usize,
+    budget: Option<Arc<MemoryBudget>>,
+    deadline: Option<Instant>,
+    cancelled: Arc<AtomicBool>,
+    /// The error of a charge made by a storage, which could only pass it
+    /// on as a [`ServiceError`].
+    tripped: Mutex<Option<EvalError>>,
+}
+
+impl QueryMeter {
+    /// A meter allowing `max_samples` samples' worth of bytes (0 = no
+    /// limit), drawing on `budget`, until `deadline`.
+    pub fn new(max_samples: usize, budget: Option<Arc<MemoryBudget>>, deadline: Option<Instant>) -> Self {
+        Self {
+            held: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
+            max_bytes: max_samples.saturating_mul(SAMPLE_BYTES),
+            max_samples,
+            budget,
+            deadline,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            tripped: Mutex::new(None),
+        }
+    }
+
+    /// The flag that cancels this query when set (by whoever notices the
+    /// client went away).
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancelled.clone()
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Fails when the deadline passed or the query was cancelled.
+    pub fn check_time(&self) -> Result<()> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(EvalError::Canceled);
+        }
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(EvalError::Timeout("query execution"));
+        }
+        Ok(())
+    }
+
+    /// Charges `bytes` about to be allocated.
+    pub fn charge(&self, bytes: usize) -> Result<()> {
+        self.check_time()?;
+        let held = self.held.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        self.check(held).inspect_err(|_| {
+            self.held.fetch_sub(bytes, Ordering::Relaxed);
+        })
+    }
+
+    /// Charges `count` items of `size` bytes each.
+    pub fn charge_items(&self, count: usize, size: usize) -> Result<()> {
+        self.charge(count.saturating_mul(size))
+    }
+
+    /// After a node: its inputs are gone, and the query holds `base` (what
+    /// it held before the node) plus the node's result.
+    pub fn settle(&self, base: usize, result: usize) -> Result<()> {
+        let held = base.saturating_add(result);
+        self.held.store(held, Ordering::Relaxed);
+        self.check(held)
+    }
+
+    fn check(&self, held: usize) -> Result<()> {
+        if self.max_bytes > 0 && held > self.max_bytes {
+            return Err(EvalError::Limit(format!(
+                "query processing would load too many samples into memory in query execution: more than {} samples of {SAMPLE_BYTES} bytes (raise --query.max-samples)",
+                self.max_samples
+            )));
+        }
+        let Some(budget) = &self.budget else { return Ok(()) };
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        if held > reserved {
+            let want = (held - reserved).div_ceil(BUDGET_STEP).saturating_mul(BUDGET_STEP);
+            budget.try_reserve(want).map_err(|e| EvalError::Limit(e.to_string()))?;
+            self.reserved.fetch_add(want, Ordering::Relaxed);
+        } else if reserved - held > 4 * BUDGET_STEP {
+            let give = (reserved - held - BUDGET_STEP) / BUDGET_STEP * BUDGET_STEP;
+            budget.release(give);
+            self.reserved.fetch_sub(give, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+impl QueryMeter {
+    /// The error of a refused storage charge, if one was refused.
+    pub fn take_error(&self) -> Option<EvalError> {
+        self.tripped.lock().take()
+    }
+}
+
+impl ReadBudget for QueryMeter {
+    fn charge(&self, bytes: usize) -> std::result::Result<(), ServiceError> {
+        QueryMeter::charge(self, bytes).map_err(|e| {
+            let err = ServiceError::new(e.code(), e.to_string());
+            *self.tripped.lock() = Some(e);
+            err
+        })
+    }
+}
+
+impl Drop for QueryMeter {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.release(*self.reserved.get_mut());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_name_their_flags_and_budget_is_returned() {
+        let m = QueryMeter::new(10, None, None);
+        m.charge(10 * SAMPLE_BYTES).expect("at the limit");
+        let e = m.charge(1).expect_err("over");
+        assert!(e.to_string().contains("--query.max-samples"), "{e}");
+        m.settle(0, 0).expect("released");
+
+        let budget = MemoryBudget::new(3 * BUDGET_STEP, "--query.memory-limit-bytes");
+        let a = QueryMeter::new(0, Some(budget.clone()), None);
+        a.charge(2 * BUDGET_STEP).expect("fits");
+        let b = QueryMeter::new(0, Some(budget.clone()), None);
+        let e = b.charge(2 * BUDGET_STEP).expect_err("the budget is shared");
+        assert!(e.to_string().contains("--query.memory-limit-bytes"), "{e}");
+        drop(a);
+        b.charge(2 * BUDGET_STEP).expect("fits once the other query ended");
+        drop(b);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn cancellation_and_deadline_stop_charges() {
+        let m = QueryMeter::new(0, None, None);
+        m.cancel_flag().store(true, Ordering::Relaxed);
+        assert_eq!(m.charge(1), Err(EvalError::Canceled));
+        let m = QueryMeter::new(0, None, Some(Instant::now()));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(matches!(m.charge(1), Err(EvalError::Timeout(_))));
+    }
+}
