@@ -369,6 +369,26 @@ impl S3Server {
         Ok(())
     }
 
+    /// Freezes the server (SIGSTOP): connections are accepted by the
+    /// kernel and never answered, as a hung server's are.
+    pub fn freeze(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> Result<()> {
+        let pid = self.child.as_ref().context("not running")?.id().to_string();
+        let status = Command::new("kill").args([sig, &pid]).status()?;
+        if !status.success() {
+            bail!("kill {sig} {pid} failed");
+        }
+        Ok(())
+    }
+
     /// Starts it again on the same port and directory.
     pub fn resume(&mut self) -> Result<()> {
         self.stop()?;
@@ -418,4 +438,43 @@ pub async fn metric(c: &reqwest::Client, base: &str, name: &str) -> Result<f64> 
             (family == name).then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum())
+}
+
+/// POSTs a form and returns the status and the body as text.
+pub async fn post_form(
+    c: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+    tenant: Option<&str>,
+) -> Result<(u16, String)> {
+    let mut req = c.post(url).form(form);
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await?))
+}
+
+/// A `/proc/<pid>/status` field in bytes (`VmRSS`, `VmHWM` — the peak).
+pub fn proc_memory(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// CPU seconds (user and system) a process has used.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }

@@ -18,13 +18,53 @@ pub struct Series {
     pub samples: Vec<Sample>,
 }
 
-/// What a query may still hold. A storage charges it for each series it
-/// materialises, before reading further, so that a query over its memory
-/// limit stops while reading rather than after.
-pub trait ReadBudget: Send + Sync + std::fmt::Debug {
-    /// Charges `bytes` about to be held; fails (with the reason, naming the
-    /// limit's flag) when that would exceed the limit.
-    fn charge(&self, bytes: usize) -> Result<(), ServiceError>;
+/// The query a read serves, as storage sees it: what it may still hold,
+/// when it must answer, and where partial answers are noted.
+pub trait ReadContext: Send + Sync + std::fmt::Debug {
+    /// Charges `bytes` about to be held. A storage calls it for each series
+    /// it materialises, before reading further, so that a query over its
+    /// memory limit stops while reading rather than after. Fails (naming
+    /// the limit's flag) when that would exceed the limit.
+    fn charge(&self, _bytes: usize) -> Result<(), ServiceError> {
+        Ok(())
+    }
+
+    /// When the query must have answered, if it must.
+    fn deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// Notes that the answer is partial, and why (a tier could not be
+    /// read); the query's answer carries it as a warning.
+    fn warn(&self, _message: String) {}
+}
+
+/// A [`ReadContext`] with a deadline and a warnings list, and no memory
+/// limit: for lookups of series and labels.
+#[derive(Debug, Default)]
+pub struct LookupContext {
+    pub deadline: Option<std::time::Instant>,
+    warnings: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl LookupContext {
+    pub fn new(deadline: Option<std::time::Instant>) -> Arc<Self> {
+        Arc::new(Self { deadline, warnings: Default::default() })
+    }
+
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock()).into_iter().collect()
+    }
+}
+
+impl ReadContext for LookupContext {
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
+    fn warn(&self, message: String) {
+        self.warnings.lock().insert(message);
+    }
 }
 
 /// Bytes a series read for a query holds: its samples and some overhead.
@@ -49,15 +89,16 @@ pub struct SelectRequest<'a> {
     /// (an instant selector evaluated at one time); a storage may return
     /// just that one.
     pub latest_only: bool,
-    /// Charged for what is read (see [`ReadBudget`]); none = unmetered.
-    pub budget: Option<Arc<dyn ReadBudget>>,
+    /// The query's context (see [`ReadContext`]); none = unmetered, no
+    /// deadline.
+    pub ctx: Option<Arc<dyn ReadContext>>,
 }
 
 impl SelectRequest<'_> {
-    /// Charges the budget, if any, for a series of `samples` samples.
+    /// Charges the context, if any, for a series of `samples` samples.
     pub fn charge(&self, samples: usize) -> Result<(), ServiceError> {
-        match &self.budget {
-            Some(b) => b.charge(series_bytes(samples)),
+        match &self.ctx {
+            Some(c) => c.charge(series_bytes(samples)),
             None => Ok(()),
         }
     }
@@ -73,6 +114,8 @@ pub struct LabelsRequest<'a> {
     pub end: i64,
     /// Stop after this many results; 0 = no limit.
     pub limit: usize,
+    /// The lookup's context (see [`ReadContext`]).
+    pub ctx: Option<Arc<dyn ReadContext>>,
 }
 
 /// Read access to one tier of storage.
@@ -178,7 +221,7 @@ mod tests {
     }
 
     fn req(latest_only: bool, max_series: usize, max_samples: usize) -> SelectRequest<'static> {
-        SelectRequest { matchers: &[], start: 0, end: 100, max_series, max_samples, latest_only, budget: None }
+        SelectRequest { matchers: &[], start: 0, end: 100, max_series, max_samples, latest_only, ctx: None }
     }
 
     #[test]

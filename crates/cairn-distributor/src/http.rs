@@ -121,6 +121,11 @@ async fn push(State(d): State<Distributor>, headers: HeaderMap, body: Body) -> R
                 // carry another request: tell the client not to reuse it.
                 r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 r
+            } else if timed_out(&e) {
+                // The server's body deadline passed: the client was too slow.
+                let mut r = text(StatusCode::REQUEST_TIMEOUT, format!("reading request body: {e}"));
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r
             } else {
                 text(StatusCode::BAD_REQUEST, format!("reading request body: {e}"))
             };
@@ -143,6 +148,18 @@ async fn push(State(d): State<Distributor>, headers: HeaderMap, body: Body) -> R
         h.insert(EXEMPLARS_WRITTEN, HeaderValue::from(0u64));
     }
     response
+}
+
+/// Whether a body error is (caused by) a timeout.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn respond(r: &WriteResult) -> Response {

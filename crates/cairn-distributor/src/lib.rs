@@ -20,6 +20,8 @@
 //! ingester did not confirm.
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod validate;

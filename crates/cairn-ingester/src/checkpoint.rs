@@ -204,13 +204,17 @@ pub enum LoadError {
 
 /// Reads a checkpoint, checking all of it before handing out anything, so
 /// that a damaged file never half-populates a head.
-pub fn load(file: &Path, mut apply: impl FnMut(Restored)) -> Result<CheckpointStats, LoadError> {
-    let data = fs::read(file)?;
+pub fn load(file: &Path, apply: impl FnMut(Restored)) -> Result<CheckpointStats, LoadError> {
+    decode(&fs::read(file)?, apply)
+}
+
+/// Decodes a checkpoint's bytes (see [`load`]).
+pub fn decode(data: &[u8], mut apply: impl FnMut(Restored)) -> Result<CheckpointStats, LoadError> {
     if data.len() < CHECKPOINT_MAGIC.len() || &data[..CHECKPOINT_MAGIC.len()] != CHECKPOINT_MAGIC {
         return Err(LoadError::Damaged("bad header".into()));
     }
     let mut bodies = Vec::new();
-    let mut r = FrameReader::new(&data, CHECKPOINT_MAGIC.len());
+    let mut r = FrameReader::new(data, CHECKPOINT_MAGIC.len());
     let mut complete = false;
     loop {
         match r.next_record() {

@@ -75,7 +75,7 @@ impl LabelsQuery {
     }
 
     fn request(&self) -> LabelsReq<'_> {
-        LabelsReq { matcher_sets: &self.matcher_sets, start: self.start, end: self.end, limit: self.limit }
+        LabelsReq { matcher_sets: &self.matcher_sets, start: self.start, end: self.end, limit: self.limit, ctx: None }
     }
 }
 
@@ -145,7 +145,7 @@ impl IngesterRpc for IngesterService {
             max_series: req.max_series as usize,
             max_samples: req.max_samples as usize,
             latest_only: req.latest_only,
-            budget: None,
+            ctx: None,
         };
         let series = self.ingester.select(&tenant, &select).await?;
         Ok(Response::new(SelectResponse {

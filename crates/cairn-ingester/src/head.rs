@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use cairn_common::storage::{ReadBudget, Series as QuerySeries, series_bytes};
+use cairn_common::storage::{ReadContext, Series as QuerySeries, series_bytes};
 use cairn_common::{ErrorCode, Labels, Matcher, status::ServiceError};
 use parking_lot::RwLock;
 
@@ -275,7 +275,7 @@ impl Head {
         max_series: usize,
         max_samples: usize,
         latest_only: bool,
-        budget: Option<Arc<dyn ReadBudget>>,
+        budget: Option<Arc<dyn ReadContext>>,
     ) -> Result<Vec<QuerySeries>, ServiceError> {
         let mut out = Vec::new();
         let mut total_samples = 0usize;

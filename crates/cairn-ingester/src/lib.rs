@@ -20,6 +20,8 @@
 pub mod checkpoint;
 pub mod config;
 pub mod db;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod grpc;
 pub mod head;
 pub mod metrics;
@@ -345,7 +347,7 @@ impl Queryable for Ingester {
         };
         let (start, end, max_series, max_samples, latest) =
             (req.start, req.end, req.max_series, req.max_samples, req.latest_only);
-        let budget = req.budget.clone();
+        let budget = req.ctx.clone();
         let series = db.head().matching(req.matchers);
         // Decoding a few series costs less than handing them to a thread.
         if series.len() <= INLINE_SELECT_SERIES {

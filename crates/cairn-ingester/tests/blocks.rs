@@ -71,7 +71,7 @@ async fn select_merged(tiers: &[&dyn Queryable]) -> Vec<Series> {
         max_series: 0,
         max_samples: 0,
         latest_only: false,
-        budget: None,
+        ctx: None,
     };
     let mut parts = Vec::new();
     for q in tiers {

@@ -16,6 +16,8 @@
 
 pub mod error;
 mod eval;
+#[doc(hidden)]
+pub mod fuzz;
 mod kahan;
 pub mod limits;
 pub mod meter;
@@ -250,6 +252,7 @@ impl Engine {
             let mut ev = Evaluator::new(timing, &fetched, &meter);
             let value = ev.eval(&expr, &grid)?;
             let result = to_result(value, &grid, is_range)?;
+            ev.annotations.warnings.extend(meter.take_warnings());
             Ok(QueryResult {
                 value: result,
                 warnings: ev.annotations.warnings.into_iter().collect(),

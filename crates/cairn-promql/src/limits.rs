@@ -58,6 +58,11 @@ impl ExprLimits {
             )));
         }
         let found = scan(q);
+        if let Some(bad) = &found.bad_duration {
+            return Err(EvalError::BadData(format!(
+                "duration {bad:?} out of range: at most {MAX_DURATION_SECS} seconds (292 years)"
+            )));
+        }
         if self.max_depth > 0 && found.depth > self.max_depth {
             return Err(EvalError::BadData(format!(
                 "the query nests up to {} levels deep (operators, parentheses, calls), more than the limit of {} (raise --query.max-expression-depth)",
@@ -77,6 +82,26 @@ pub struct Scan {
     /// (`"\xff"`), as promql-parser decodes them instead (to valid UTF-8,
     /// `"ÿ"`). A label name among them is invalid, as in Prometheus.
     pub invalid_utf8: BTreeSet<String>,
+    /// A duration written as a plain number of seconds (`x[1e30]`, `offset
+    /// 1e30`) that does not fit Prometheus's durations, which the parser
+    /// would not survive.
+    pub bad_duration: Option<String>,
+}
+
+/// The longest duration Prometheus represents: an `i64` of nanoseconds.
+pub const MAX_DURATION_SECS: f64 = 9_223_372_036.0;
+
+/// A plain number of seconds out of range, if `tok` is one.
+fn out_of_range(tok: &str) -> Option<String> {
+    let tok = tok.trim();
+    let v = match tok.parse::<f64>() {
+        Ok(v) => v,
+        Err(_) => match tok.strip_prefix("0x").or_else(|| tok.strip_prefix("0X")) {
+            Some(hex) => u64::from_str_radix(hex, 16).map(|v| v as f64).unwrap_or(f64::INFINITY),
+            None => return None,
+        },
+    };
+    (!(0.0..=MAX_DURATION_SECS).contains(&v)).then(|| tok.to_owned())
 }
 
 /// Counts of one parenthesis level: node-creating tokens directly in it,
@@ -93,6 +118,7 @@ pub fn scan(q: &str) -> Scan {
     let b = q.as_bytes();
     let mut levels: Vec<Level> = vec![Level::default()];
     let mut invalid_utf8 = BTreeSet::new();
+    let mut bad_duration = None;
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -123,8 +149,12 @@ pub fn scan(q: &str) -> Scan {
                 // A range or subquery: durations only, but a subquery is
                 // a node of its own.
                 top(&mut levels).tokens += 1;
+                let start = i + 1;
                 while i < b.len() && b[i] != b']' {
                     i += 1;
+                }
+                for part in q.get(start..i).unwrap_or("").split(':') {
+                    bad_duration = bad_duration.or_else(|| out_of_range(part));
                 }
                 i += 1;
             }
@@ -169,6 +199,18 @@ pub fn scan(q: &str) -> Scan {
                 if ["and", "or", "unless", "atan2"].iter().any(|k| word.eq_ignore_ascii_case(k)) {
                     top(&mut levels).tokens += 1;
                 }
+                if word.eq_ignore_ascii_case("offset") {
+                    // `offset [+-] duration`.
+                    let mut j = i;
+                    while j < b.len() && (b[j].is_ascii_whitespace() || b[j] == b'+' || b[j] == b'-') {
+                        j += 1;
+                    }
+                    let from = j;
+                    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.') {
+                        j += 1;
+                    }
+                    bad_duration = bad_duration.or_else(|| out_of_range(&q[from..j]));
+                }
             }
             _ => i += 1,
         }
@@ -180,7 +222,7 @@ pub fn scan(q: &str) -> Scan {
         parent.deepest_child = parent.deepest_child.max(1 + done.tokens + done.deepest_child);
     }
     let root = top(&mut levels);
-    Scan { depth: 1 + root.tokens + root.deepest_child, invalid_utf8 }
+    Scan { depth: 1 + root.tokens + root.deepest_child, invalid_utf8, bad_duration }
 }
 
 fn top(levels: &mut Vec<Level>) -> &mut Level {
@@ -352,6 +394,19 @@ mod tests {
         let err = ExprLimits { max_bytes: 10, max_depth: 0 }.check(&chain).expect_err("too long");
         assert!(err.to_string().contains("--query.max-expression-bytes"), "{err}");
         assert!(limits.check("sum(rate(x[5m]))").is_ok());
+    }
+
+    #[test]
+    fn durations_the_parser_would_not_survive_are_refused() {
+        let limits = ExprLimits::default();
+        for q in ["rate(x[7555555555555555555555555])", "x[1m:1e30]", "x offset 1e30", "x offset -0xffffffffffffffff"] {
+            let e = limits.check(q).expect_err(q);
+            assert!(e.to_string().contains("out of range"), "{q}: {e}");
+        }
+        for q in ["rate(x[300])", "x[5m:30]", "x offset 1.5", "x offset -5m", "x[9223372036]"] {
+            assert!(limits.check(q).is_ok(), "{q}");
+            promql_parser::parser::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
     }
 
     #[test]

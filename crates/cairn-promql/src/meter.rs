@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use cairn_common::memory::MemoryBudget;
 use cairn_common::status::ServiceError;
-use cairn_common::storage::ReadBudget;
+use cairn_common::storage::ReadContext;
 use parking_lot::Mutex;
 
 use crate::error::{EvalError, Result};
@@ -44,6 +44,7 @@ pub struct QueryMeter {
     /// The error of a charge made by a storage, which could only pass it
     /// on as a [`ServiceError`].
     tripped: Mutex<Option<EvalError>>,
+    warnings: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl QueryMeter {
@@ -59,6 +60,7 @@ impl QueryMeter {
             deadline,
             cancelled: Arc::new(AtomicBool::new(false)),
             tripped: Mutex::new(None),
+            warnings: Mutex::new(Default::default()),
         }
     }
 
@@ -133,15 +135,28 @@ impl QueryMeter {
     pub fn take_error(&self) -> Option<EvalError> {
         self.tripped.lock().take()
     }
+
+    /// Warnings storage noted while reading (a tier could not be read).
+    pub fn take_warnings(&self) -> std::collections::BTreeSet<String> {
+        std::mem::take(&mut *self.warnings.lock())
+    }
 }
 
-impl ReadBudget for QueryMeter {
+impl ReadContext for QueryMeter {
     fn charge(&self, bytes: usize) -> std::result::Result<(), ServiceError> {
         QueryMeter::charge(self, bytes).map_err(|e| {
             let err = ServiceError::new(e.code(), e.to_string());
             *self.tripped.lock() = Some(e);
             err
         })
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn warn(&self, message: String) {
+        self.warnings.lock().insert(message);
     }
 }
 

@@ -213,7 +213,7 @@ pub async fn fetch(
                 max_series: left(max_series, selected),
                 max_samples: left(max_samples, loaded),
                 latest_only: n.latest_only,
-                budget: Some(meter.clone()),
+                ctx: Some(meter.clone()),
             };
             let got = store.select(tenant, &req).await.map_err(|e| {
                 if let Some(tripped) = meter.take_error() {

@@ -1,6 +1,7 @@
 //! Handlers of the Prometheus query API.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -9,7 +10,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cairn_common::status::ServiceError;
-use cairn_common::storage::LabelsRequest;
+use cairn_common::storage::{LabelsRequest, LookupContext};
 use cairn_common::tenant::TENANT_HEADER;
 use cairn_common::time::{MAX_TIME_MS, MIN_TIME_MS, now_ms};
 use cairn_common::{ErrorCode, Matcher, TenantId};
@@ -260,12 +261,13 @@ fn limited<T>(mut v: Vec<T>, limit: usize) -> (Vec<T>, Vec<String>) {
     (v, Vec::new())
 }
 
-fn lr(lq: &LabelsQuery) -> LabelsRequest<'_> {
+fn lr(lq: &LabelsQuery, ctx: Arc<LookupContext>) -> LabelsRequest<'_> {
     LabelsRequest {
         matcher_sets: &lq.sets,
         start: lq.start,
         end: lq.end,
         limit: if lq.limit == 0 { 0 } else { lq.limit + 1 },
+        ctx: Some(ctx),
     }
 }
 
@@ -287,24 +289,41 @@ async fn lookup(q: &Querier, req: Result<Req, Response>, what: Lookup) -> Respon
             _ => {}
         }
         let lq = labels_query(q, &req.params)?;
-        let r = lr(&lq);
+        // Lookups wait their turn with queries and answer within the query
+        // timeout; a tier that cannot be read leaves a warning.
+        let timeout = q.config().timeout.as_std();
+        let deadline = Instant::now() + timeout;
+        let ctx = LookupContext::new(Some(deadline));
+        let r = lr(&lq, ctx.clone());
         let store = &q.inner.store;
-        let body = match &what {
-            Lookup::Series => {
-                let (v, w) = limited(store.series(&req.tenant, &r).await.map_err(service_error)?, lq.limit);
-                json::success(&json::labels_array(&v), &w)
-            }
-            Lookup::Names => {
-                let (v, w) = limited(store.label_names(&req.tenant, &r).await.map_err(service_error)?, lq.limit);
-                json::success(&json::string_array(&v), &w)
-            }
-            Lookup::Values(name) => {
-                let v = store.label_values(&req.tenant, name, &r).await.map_err(service_error)?;
-                let (v, w) = limited(v, lq.limit);
-                json::success(&json::string_array(&v), &w)
-            }
+        let work = async {
+            let _permit = q
+                .inner
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| api_error(ErrorCode::Unavailable, "querier is shutting down"))?;
+            Ok::<_, Response>(match &what {
+                Lookup::Series => {
+                    let (v, w) = limited(store.series(&req.tenant, &r).await.map_err(service_error)?, lq.limit);
+                    (json::labels_array(&v), w)
+                }
+                Lookup::Names => {
+                    let (v, w) = limited(store.label_names(&req.tenant, &r).await.map_err(service_error)?, lq.limit);
+                    (json::string_array(&v), w)
+                }
+                Lookup::Values(name) => {
+                    let v = store.label_values(&req.tenant, name, &r).await.map_err(service_error)?;
+                    let (v, w) = limited(v, lq.limit);
+                    (json::string_array(&v), w)
+                }
+            })
         };
-        Ok(json_response(StatusCode::OK, body))
+        let (data, mut warnings) = tokio::time::timeout_at(deadline.into(), work).await.map_err(|_| {
+            api_error(ErrorCode::Timeout, format!("query timed out in lookup after {timeout:?} (--query.timeout)"))
+        })??;
+        warnings.extend(ctx.take_warnings());
+        Ok(json_response(StatusCode::OK, json::success(&data, &warnings)))
     };
     run.await.unwrap_or_else(|e| e)
 }

@@ -14,6 +14,8 @@
 
 pub mod api;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod json;
 pub mod params;
 pub mod tiers;

@@ -288,7 +288,7 @@ impl Sql {
     ) -> Result<SessionContext, SqlError> {
         let index = self.blocks.index(tenant).await.map_err(|e| SqlError::Unavailable(e.to_string()))?;
         let metas: Vec<_> = index.live_overlapping(start, end).cloned().collect();
-        let req = LabelsRequest { matcher_sets: &[], start, end, limit: 0 };
+        let req = LabelsRequest { matcher_sets: &[], start, end, limit: 0, ctx: None };
         let names: BTreeSet<String> = self
             .blocks
             .label_names(tenant, &req)

@@ -57,6 +57,10 @@ struct Fixture {
 }
 
 async fn fixture(max_rows: usize) -> Fixture {
+    fixture_with(SqlConfig { max_rows, ..Default::default() }, Duration::from_secs(30)).await
+}
+
+async fn fixture_with(cfg: SqlConfig, timeout: Duration) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let bucket: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
     put_block(
@@ -84,9 +88,8 @@ async fn fixture(max_rows: usize) -> Fixture {
     )
     .await;
     let blocks = BlockStore::new(bucket, Duration::from_secs(60), 1 << 20, &mut Registry::default());
-    let cfg = SqlConfig { max_rows, ..Default::default() };
     let budget = cairn_common::memory::MemoryBudget::new(1 << 30, "--query.memory-limit-bytes");
-    Fixture { _dir: dir, sql: Sql::new(blocks, cfg, Duration::from_secs(30), budget) }
+    Fixture { _dir: dir, sql: Sql::new(blocks, cfg, timeout, budget) }
 }
 
 async fn rows(f: &Fixture, q: &str) -> Vec<Vec<Value>> {
@@ -168,4 +171,48 @@ async fn bad_or_writing_statements_are_refused() {
             other => panic!("{q}: expected a bad query error, got {other:?}"),
         }
     }
+}
+
+/// A join of eight rows nine times over: 134 million rows of work.
+const HEAVY: &str = "SELECT count(*) FROM samples a, samples b, samples c, samples d, samples e, samples f, \
+     samples g, samples h, samples i WHERE a.value + b.value + c.value + d.value + e.value + f.value + g.value \
+     + h.value + i.value > 1e9";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_stops_a_query_mid_join() {
+    let f = fixture_with(SqlConfig::default(), Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let e = f.sql.query(&tenant(), HEAVY, i64::MIN, i64::MAX).await.expect_err("times out");
+    assert!(matches!(e, SqlError::Timeout(_)), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5), "stopped near its timeout: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_query_cancels_it() {
+    let f = fixture_with(SqlConfig::default(), Duration::from_secs(60)).await;
+    let t = tenant();
+    let q = f.sql.query(&t, HEAVY, i64::MIN, i64::MAX);
+    assert!(tokio::time::timeout(Duration::from_millis(300), q).await.is_err(), "still running");
+    // The runtime's workers go idle: a short query gets both at once.
+    let started = std::time::Instant::now();
+    assert_eq!(rows(&f, "SELECT count(*) FROM samples").await, vec![vec![json!(8)]]);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn memory_and_depth_limits_name_their_flags() {
+    let cfg = SqlConfig { max_memory_bytes: 4096, ..Default::default() };
+    let f = fixture_with(cfg, Duration::from_secs(30)).await;
+    let e = f
+        .sql
+        .query(&tenant(), "SELECT a.metric, b.metric FROM samples a, samples b ORDER BY 1, 2", i64::MIN, i64::MAX)
+        .await
+        .expect_err("over the memory limit");
+    assert!(matches!(e, SqlError::Limit(_)), "{e}");
+    assert!(e.to_string().contains("--sql.max-memory-bytes"), "{e}");
+    assert_eq!(e.code(), ErrorCode::Execution);
+    let deep = format!("SELECT count(*) FROM samples WHERE {}", vec!["value = 1"; 2000].join(" OR "));
+    let e = f.sql.query(&tenant(), &deep, i64::MIN, i64::MAX).await.expect_err("too deep");
+    assert!(e.to_string().contains("--sql.max-expression-depth"), "{e}");
+    assert_eq!(e.code(), ErrorCode::BadData);
 }

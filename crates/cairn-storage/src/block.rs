@@ -24,7 +24,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Float64Type, Int8Type, Int32Type, Int64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use cairn_common::storage::{ReadBudget, Series, series_bytes};
+use cairn_common::storage::{ReadContext, Series, series_bytes};
 use cairn_common::{Label, Labels, Matcher, Sample};
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
@@ -358,6 +358,14 @@ impl std::fmt::Debug for BlockReader {
     }
 }
 
+/// Runs a read of `block`. The Parquet decoder can panic on malformed data
+/// (found by fuzzing): that becomes a corrupt-block error, not a dead task.
+async fn guarded<T>(block: &object_store::path::Path, read: impl Future<Output = Result<T>>) -> Result<T> {
+    cairn_common::task::catch_panic_async(read).await.unwrap_or_else(|panic| {
+        Err(Error::Corrupt { block: block.to_string(), msg: format!("the Parquet reader failed: {panic}") })
+    })
+}
+
 /// Which rows a read wants: all matchers match, samples overlap `[start, end]`.
 struct RowFilter<'a> {
     matchers: &'a [Matcher],
@@ -369,6 +377,16 @@ impl BlockReader {
     /// Loads the footer (and page index) of `path`, `size` bytes long.
     /// `counter` is told the size of every fetch.
     pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        path: object_store::path::Path,
+        size: u64,
+        counter: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Self> {
+        let block = path.clone();
+        guarded(&block, Self::open_unguarded(store, path, size, counter)).await
+    }
+
+    async fn open_unguarded(
         store: Arc<dyn ObjectStore>,
         path: object_store::path::Path,
         size: u64,
@@ -498,7 +516,18 @@ impl BlockReader {
         start: i64,
         end: i64,
         latest_only: bool,
-        budget: Option<&dyn ReadBudget>,
+        budget: Option<&dyn ReadContext>,
+    ) -> Result<Vec<Series>> {
+        guarded(&self.path, self.select_unguarded(matchers, start, end, latest_only, budget)).await
+    }
+
+    async fn select_unguarded(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        latest_only: bool,
+        budget: Option<&dyn ReadContext>,
     ) -> Result<Vec<Series>> {
         let Some((groups, selection)) = self.matching_rows(&RowFilter { matchers, start, end }).await? else {
             return Ok(Vec::new());
@@ -530,6 +559,10 @@ impl BlockReader {
     /// Label sets of the series matching all `matchers` whose time span
     /// overlaps `[start, end]` (as the head answers), in row order.
     pub async fn series(&self, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<Labels>> {
+        guarded(&self.path, self.series_unguarded(matchers, start, end)).await
+    }
+
+    async fn series_unguarded(&self, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<Labels>> {
         let Some((groups, selection)) = self.matching_rows(&RowFilter { matchers, start, end }).await? else {
             return Ok(Vec::new());
         };
@@ -554,6 +587,16 @@ impl BlockReader {
     /// Distinct values of label `name` on the series matching all
     /// `matchers` with samples in `[start, end]`.
     pub async fn label_values(&self, name: &str, matchers: &[Matcher], start: i64, end: i64) -> Result<Vec<String>> {
+        guarded(&self.path, self.label_values_unguarded(name, matchers, start, end)).await
+    }
+
+    async fn label_values_unguarded(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>> {
         let Some(col) = self.column(&format!("{LABEL_PREFIX}{name}")) else { return Ok(Vec::new()) };
         let Some((groups, selection)) = self.matching_rows(&RowFilter { matchers, start, end }).await? else {
             return Ok(Vec::new());

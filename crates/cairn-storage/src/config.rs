@@ -3,11 +3,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_common::PromDuration;
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -212,10 +213,26 @@ impl StorageConfig {
                 let s = &self.s3;
                 let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(&s.bucket)
-                    .with_allow_http(s.insecure)
                     // Path-style addressing, as MinIO and most S3-compatible servers want.
                     .with_virtual_hosted_style_request(false)
-                    .with_conditional_put(S3ConditionalPut::ETagMatch);
+                    .with_conditional_put(S3ConditionalPut::ETagMatch)
+                    // A request that hangs is given up after 30 s, and
+                    // retried at most three times within a minute: the
+                    // shipper retries on its own, and queries must not wait
+                    // on a frozen server (the block store bounds them too).
+                    // (The options replace the builder's, so they carry
+                    // `allow_http` too.)
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_allow_http(s.insecure)
+                            .with_timeout(Duration::from_secs(30))
+                            .with_connect_timeout(Duration::from_secs(5)),
+                    )
+                    .with_retry(RetryConfig {
+                        max_retries: 3,
+                        retry_timeout: Duration::from_secs(60),
+                        ..Default::default()
+                    });
                 if !s.endpoint.is_empty() {
                     b = b.with_endpoint(&s.endpoint);
                 }

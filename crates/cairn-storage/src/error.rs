@@ -23,6 +23,31 @@ pub enum Error {
     /// A query's read budget refused more data.
     #[error("{}", .0.message)]
     Limit(cairn_common::status::ServiceError),
+    /// Object storage is failing reads, or did not answer in time.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Error {
+    /// Whether the error says object storage itself is failing (rather
+    /// than a block being bad or missing).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::ObjectStore(e) => !matches!(
+                e,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+                    | object_store::Error::NotModified { .. }
+            ),
+            Error::Io(_) | Error::Unavailable(_) => true,
+            // Reads through the Parquet reader fail as its external errors.
+            Error::Parquet(parquet::errors::ParquetError::External(e)) => !e
+                .downcast_ref::<object_store::Error>()
+                .is_some_and(|e| matches!(e, object_store::Error::NotFound { .. })),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -31,7 +56,7 @@ impl From<Error> for cairn_common::status::ServiceError {
     fn from(e: Error) -> Self {
         use cairn_common::ErrorCode;
         let code = match &e {
-            Error::ObjectStore(_) | Error::Io(_) => ErrorCode::Unavailable,
+            Error::ObjectStore(_) | Error::Io(_) | Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Limit(e) => return e.clone(),
             _ => ErrorCode::Internal,
         };

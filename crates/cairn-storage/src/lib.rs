@@ -16,6 +16,8 @@
 pub mod block;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod index;
 pub mod meta;
 pub mod paths;

@@ -1,5 +1,16 @@
 //! The long-term tier as a [`Queryable`]: blocks listed by the bucket
 //! index, their footers cached, their rows read selectively.
+//!
+//! Object storage may be slow or down while the heads still answer, so a
+//! query never waits on it longer than it can afford:
+//! - a cached bucket index past its refresh interval is used as it is
+//!   while a fresh one is read in the background;
+//! - reads for a query give up at three quarters of the time the query
+//!   has left (its [`ReadContext`] deadline), so that the heads' answer
+//!   still arrives in time;
+//! - after a failed or timed-out read, queries skip object storage for
+//!   [`OUTAGE_BACKOFF`] and fail at once with `Unavailable`, which the
+//!   querier turns into a warning on an answer from the heads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -9,7 +20,7 @@ use async_trait::async_trait;
 use cairn_common::metrics::Registry;
 use cairn_common::push::MetricMetadata;
 use cairn_common::status::ServiceError;
-use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, merge_series};
+use cairn_common::storage::{LabelsRequest, Queryable, ReadContext, SelectRequest, Series, merge_series};
 use cairn_common::{Labels, MatchOp, Matcher, TenantId};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
@@ -22,10 +33,12 @@ use ulid::Ulid;
 use crate::block::BlockReader;
 use crate::index::{self, BucketIndex};
 use crate::meta::BlockMeta;
-use crate::{Result, paths};
+use crate::{Error, Result, paths};
 
 /// Blocks read at once by one query.
 const READ_CONCURRENCY: usize = 8;
+/// How long queries skip object storage after it failed them.
+pub const OUTAGE_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct StoreMetrics {
@@ -86,6 +99,8 @@ struct ReaderCache {
 struct CachedIndex {
     index: Arc<BucketIndex>,
     fetched: Instant,
+    /// A background re-read is running.
+    refreshing: bool,
 }
 
 struct Inner {
@@ -95,6 +110,8 @@ struct Inner {
     indexes: Mutex<HashMap<TenantId, CachedIndex>>,
     readers: Mutex<ReaderCache>,
     metrics: StoreMetrics,
+    /// Until when queries skip object storage, and why.
+    outage: Mutex<Option<(Instant, String)>>,
 }
 
 /// Read access to the blocks of every tenant in a bucket. Cheap to clone.
@@ -121,6 +138,7 @@ impl BlockStore {
                 indexes: Mutex::new(HashMap::new()),
                 readers: Mutex::new(ReaderCache::default()),
                 metrics,
+                outage: Mutex::new(None),
             }),
         }
     }
@@ -140,45 +158,92 @@ impl BlockStore {
         let mut indexes = self.inner.indexes.lock();
         let newer = indexes.get(tenant).is_none_or(|c| c.index.generation < index.generation);
         if newer {
-            indexes.insert(tenant.clone(), CachedIndex { index: Arc::new(index), fetched: Instant::now() });
+            indexes.insert(
+                tenant.clone(),
+                CachedIndex { index: Arc::new(index), fetched: Instant::now(), refreshing: false },
+            );
         }
     }
 
-    /// The tenant's bucket index, re-read when older than the refresh
-    /// interval. A failed re-read keeps the last index (and is counted).
+    /// The tenant's bucket index. The first call reads it; later calls
+    /// answer from the cache at once, and one past the refresh interval
+    /// also starts a re-read in the background. A failed re-read keeps the
+    /// last index (and is counted) and is tried again an interval later.
     pub async fn index(&self, tenant: &TenantId) -> Result<Arc<BucketIndex>> {
-        let known = {
-            let indexes = self.inner.indexes.lock();
-            match indexes.get(tenant) {
-                Some(c) if c.fetched.elapsed() < self.inner.refresh => return Ok(c.index.clone()),
-                Some(c) => Some(c.index.clone()),
-                None => None,
-            }
+        let cached = {
+            let mut indexes = self.inner.indexes.lock();
+            indexes.get_mut(tenant).map(|c| {
+                let stale = c.fetched.elapsed() >= self.inner.refresh && !c.refreshing;
+                if stale {
+                    c.refreshing = true;
+                }
+                (c.index.clone(), stale)
+            })
         };
-        let from = known.as_ref().map_or(0, |i| i.generation);
-        match index::read_latest(self.inner.bucket.as_ref(), tenant, from).await {
+        match cached {
+            Some((index, stale)) => {
+                if stale {
+                    let (this, tenant) = (self.clone(), tenant.clone());
+                    tokio::spawn(async move {
+                        let _ = this.read_index(&tenant).await;
+                    });
+                }
+                Ok(index)
+            }
+            None => self.read_index(tenant).await,
+        }
+    }
+
+    /// Reads the newest bucket index into the cache.
+    async fn read_index(&self, tenant: &TenantId) -> Result<Arc<BucketIndex>> {
+        let from = self.inner.indexes.lock().get(tenant).map_or(0, |c| c.index.generation);
+        let read = index::read_latest(self.inner.bucket.as_ref(), tenant, from).await;
+        let mut indexes = self.inner.indexes.lock();
+        match read {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
-                let mut indexes = self.inner.indexes.lock();
-                let entry = indexes
-                    .entry(tenant.clone())
-                    .or_insert_with(|| CachedIndex { index: fresh.clone(), fetched: Instant::now() });
+                let entry = indexes.entry(tenant.clone()).or_insert_with(|| CachedIndex {
+                    index: fresh.clone(),
+                    fetched: Instant::now(),
+                    refreshing: false,
+                });
                 if entry.index.generation <= fresh.generation {
-                    *entry = CachedIndex { index: fresh, fetched: Instant::now() };
+                    entry.index = fresh;
                 }
+                entry.fetched = Instant::now();
+                entry.refreshing = false;
                 Ok(entry.index.clone())
             }
             Err(e) => {
                 self.inner.metrics.index_refresh_failures.inc();
-                match known {
-                    Some(index) => {
-                        warn!(tenant = %tenant, error = %e, "reading the bucket index failed; using the last one read");
-                        Ok(index)
-                    }
-                    None => Err(e),
+                if let Some(c) = indexes.get_mut(tenant) {
+                    warn!(tenant = %tenant, error = %e, "reading the bucket index failed; using the last one read");
+                    c.fetched = Instant::now();
+                    c.refreshing = false;
                 }
+                Err(e)
             }
         }
+    }
+
+    /// Fails at once while object storage is known to be failing queries.
+    fn check_outage(&self) -> Result<()> {
+        let mut outage = self.inner.outage.lock();
+        match &*outage {
+            Some((until, why)) if Instant::now() < *until => Err(Error::Unavailable(format!(
+                "object storage failed a read {:.0?} ago ({why}); queries skip it for {OUTAGE_BACKOFF:?} after a failure",
+                OUTAGE_BACKOFF.saturating_sub(until.saturating_duration_since(Instant::now()))
+            ))),
+            Some(_) => {
+                *outage = None;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn note_outage(&self, why: &str) {
+        *self.inner.outage.lock() = Some((Instant::now() + OUTAGE_BACKOFF, why.to_owned()));
     }
 
     /// The reader of a block, from the cache or by loading its footer.
@@ -236,21 +301,52 @@ impl BlockStore {
     }
 
     /// Runs `f` on the reader of every live block overlapping `[start, end]`,
-    /// a few at a time, and returns the answers in block order.
-    async fn each_block<T, F, Fut>(&self, tenant: &TenantId, start: i64, end: i64, f: F) -> Result<Vec<T>>
+    /// a few at a time, and returns the answers in block order. Gives up
+    /// at three quarters of the time `ctx`'s query has left, and fails at
+    /// once during an outage (see the module's documentation).
+    async fn each_block<T, F, Fut>(
+        &self,
+        tenant: &TenantId,
+        start: i64,
+        end: i64,
+        ctx: Option<&dyn ReadContext>,
+        f: F,
+    ) -> Result<Vec<T>>
     where
         F: Fn(Arc<BlockReader>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let index = self.index(tenant).await?;
-        let metas: Vec<BlockMeta> = index.live_overlapping(start, end).cloned().collect();
-        self.inner.metrics.blocks_queried.inc_by(metas.len() as u64);
-        let f = &f;
-        futures::stream::iter(metas)
-            .map(|meta| async move { f(self.reader(tenant, &meta).await?).await })
-            .buffered(READ_CONCURRENCY)
-            .try_collect()
-            .await
+        self.check_outage()?;
+        let work = async {
+            let index = self.index(tenant).await?;
+            let metas: Vec<BlockMeta> = index.live_overlapping(start, end).cloned().collect();
+            self.inner.metrics.blocks_queried.inc_by(metas.len() as u64);
+            let f = &f;
+            futures::stream::iter(metas)
+                .map(|meta| async move { f(self.reader(tenant, &meta).await?).await })
+                .buffered(READ_CONCURRENCY)
+                .try_collect()
+                .await
+        };
+        let budget = ctx.and_then(|c| c.deadline()).map(|d| d.saturating_duration_since(Instant::now()) * 3 / 4);
+        let result = match budget {
+            Some(b) => match tokio::time::timeout(b, work).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.note_outage("a read timed out");
+                    return Err(Error::Unavailable(format!(
+                        "object storage did not answer within {b:.0?}, three quarters of the time the query had left"
+                    )));
+                }
+            },
+            None => work.await,
+        };
+        if let Err(e) = &result
+            && e.is_outage()
+        {
+            self.note_outage(&e.to_string());
+        }
+        result
     }
 
     async fn series_sets(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<BTreeSet<Labels>> {
@@ -258,8 +354,9 @@ impl BlockStore {
         let (start, end) = (req.start, req.end);
         let mut out = BTreeSet::new();
         for set in &sets {
-            let answers =
-                self.each_block(tenant, start, end, |r| async move { r.series(set, start, end).await }).await?;
+            let answers = self
+                .each_block(tenant, start, end, req.ctx.as_deref(), |r| async move { r.series(set, start, end).await })
+                .await?;
             out.extend(answers.into_iter().flatten());
         }
         Ok(out)
@@ -287,9 +384,9 @@ fn limited<T>(mut v: Vec<T>, limit: usize) -> Vec<T> {
 impl Queryable for BlockStore {
     async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
         let (matchers, start, end, latest) = (req.matchers, req.start, req.end, req.latest_only);
-        let budget = req.budget.as_deref();
+        let ctx = req.ctx.as_deref();
         let parts = self
-            .each_block(tenant, start, end, |r| async move { r.select(matchers, start, end, latest, budget).await })
+            .each_block(tenant, start, end, ctx, |r| async move { r.select(matchers, start, end, latest, ctx).await })
             .await?;
         merge_series(parts, req)
     }
@@ -301,7 +398,7 @@ impl Queryable for BlockStore {
     async fn label_names(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {
         let names: BTreeSet<String> = if req.matcher_sets.is_empty() {
             let answers = self
-                .each_block(tenant, req.start, req.end, |r| async move {
+                .each_block(tenant, req.start, req.end, req.ctx.as_deref(), |r| async move {
                     Ok(r.label_names().map(str::to_owned).collect::<Vec<_>>())
                 })
                 .await?;
@@ -326,7 +423,9 @@ impl Queryable for BlockStore {
             set.push(has.clone());
             let set = &set;
             let answers = self
-                .each_block(tenant, start, end, |r| async move { r.label_values(name, set, start, end).await })
+                .each_block(tenant, start, end, req.ctx.as_deref(), |r| async move {
+                    r.label_values(name, set, start, end).await
+                })
                 .await?;
             values.extend(answers.into_iter().flatten());
         }

@@ -101,6 +101,95 @@ pub struct ServerConfig {
         default_value = "30s"
     )]
     pub graceful_shutdown_timeout: cairn_common::PromDuration,
+
+    /// Time a client has to send a request's headers; for HTTP/1 it also
+    /// bounds the wait for the next request on a kept-alive connection
+    /// (0s = no limit).
+    #[arg(
+        long = "server.http-read-header-timeout",
+        id = "server.http_read_header_timeout",
+        env = "CAIRN_SERVER_HTTP_READ_HEADER_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub http_read_header_timeout: cairn_common::PromDuration,
+
+    /// Time a client has to send a request's body, from its headers on;
+    /// a request whose body is late fails (0s = no limit).
+    #[arg(
+        long = "server.http-read-timeout",
+        id = "server.http_read_timeout",
+        env = "CAIRN_SERVER_HTTP_READ_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "2m"
+    )]
+    pub http_read_timeout: cairn_common::PromDuration,
+
+    /// An HTTP connection with no request in flight for this long is
+    /// closed (0s = never).
+    #[arg(
+        long = "server.http-idle-timeout",
+        id = "server.http_idle_timeout",
+        env = "CAIRN_SERVER_HTTP_IDLE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "2m"
+    )]
+    pub http_idle_timeout: cairn_common::PromDuration,
+
+    /// HTTP connections open at once; further ones wait in the kernel's
+    /// accept queue until one closes.
+    #[arg(
+        long = "server.http-conn-limit",
+        id = "server.http_conn_limit",
+        env = "CAIRN_SERVER_HTTP_CONN_LIMIT",
+        value_name = "N",
+        default_value_t = 1024
+    )]
+    pub http_conn_limit: usize,
+
+    /// HTTP requests served at once; more are answered 503 with
+    /// `Retry-After` at once.
+    #[arg(
+        long = "server.http-max-inflight-requests",
+        id = "server.http_max_inflight_requests",
+        env = "CAIRN_SERVER_HTTP_MAX_INFLIGHT_REQUESTS",
+        value_name = "N",
+        default_value_t = 1024
+    )]
+    pub http_max_inflight_requests: usize,
+
+    /// gRPC connections open at once; further ones wait in the kernel's
+    /// accept queue until one closes.
+    #[arg(
+        long = "server.grpc-conn-limit",
+        id = "server.grpc_conn_limit",
+        env = "CAIRN_SERVER_GRPC_CONN_LIMIT",
+        value_name = "N",
+        default_value_t = 1024
+    )]
+    pub grpc_conn_limit: usize,
+
+    /// Concurrent gRPC calls on one connection.
+    #[arg(
+        long = "server.grpc-max-concurrent-streams",
+        id = "server.grpc_max_concurrent_streams",
+        env = "CAIRN_SERVER_GRPC_MAX_CONCURRENT_STREAMS",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// A gRPC connection from which nothing arrives for this long is
+    /// closed; the server pings clients at half of it, so live ones stay
+    /// (0s = never).
+    #[arg(
+        long = "server.grpc-idle-timeout",
+        id = "server.grpc_idle_timeout",
+        env = "CAIRN_SERVER_GRPC_IDLE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "2m"
+    )]
+    pub grpc_idle_timeout: cairn_common::PromDuration,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +200,14 @@ impl Default for ServerConfig {
             log_level: LogLevel::Info,
             log_format: LogFormat::Logfmt,
             graceful_shutdown_timeout: cairn_common::PromDuration::from_secs(30),
+            http_read_header_timeout: cairn_common::PromDuration::from_secs(30),
+            http_read_timeout: cairn_common::PromDuration::from_secs(120),
+            http_idle_timeout: cairn_common::PromDuration::from_secs(120),
+            http_conn_limit: 1024,
+            http_max_inflight_requests: 1024,
+            grpc_conn_limit: 1024,
+            grpc_max_concurrent_streams: 100,
+            grpc_idle_timeout: cairn_common::PromDuration::from_secs(120),
         }
     }
 }
@@ -155,6 +252,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         listen_addr(&self.server.http_listen_address)?;
         listen_addr(&self.server.grpc_listen_address)?;
+        for (name, n) in [
+            ("server.http_conn_limit", self.server.http_conn_limit),
+            ("server.http_max_inflight_requests", self.server.http_max_inflight_requests),
+            ("server.grpc_conn_limit", self.server.grpc_conn_limit),
+            ("server.grpc_max_concurrent_streams", self.server.grpc_max_concurrent_streams as usize),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
         self.ingester.validate().map_err(ConfigError::Invalid)?;
         self.querier.validate().map_err(ConfigError::Invalid)?;
         self.storage.validate().map_err(ConfigError::Invalid)?;

@@ -8,6 +8,7 @@
 //!           one HTTP server and one gRPC server for all of them
 //!     │ HTTP: ops (/ready, /-/healthy, /metrics) + each role's routes
 //!     │ gRPC: each role's services + grpc.health.v1
+//!     │ both bounded against slow and idle clients (listener)
 //!     ▼
 //!  SIGTERM/SIGINT: stop accepting, drain in-flight requests, then let each
 //!  role finish (the ingester fsyncs its WAL), exit 0
@@ -19,6 +20,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod listener;
 pub mod logging;
 pub mod process;
 pub mod roles;

@@ -13,6 +13,7 @@ use tonic::service::RoutesBuilder;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, listen_addr};
+use crate::listener;
 use crate::roles::{self, Target};
 use crate::server::{self, Ops, ProcessMetrics};
 
@@ -61,20 +62,27 @@ pub async fn run(target: Target, cfg: Config) -> anyhow::Result<()> {
     let stop_serving = Shutdown::new();
     let http = {
         let stop = stop_serving.clone();
-        tokio::spawn(async move {
-            axum::serve(http_listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
-        })
+        let bounds = listener::HttpBounds::from_config(&cfg.server);
+        tokio::spawn(async move { listener::serve_http(http_listener, app, bounds, stop).await })
     };
     let grpc_server = {
         let stop = stop_serving.clone();
         let routes = grpc.routes();
+        let s = &cfg.server;
+        let idle = s.grpc_idle_timeout.as_std();
+        let incoming = listener::grpc_incoming(
+            grpc_listener,
+            listener::GrpcBounds { conn_limit: s.grpc_conn_limit, idle_timeout: idle },
+        );
+        let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(s.grpc_max_concurrent_streams))
+            .http2_keepalive_interval((!idle.is_zero()).then_some(idle / 2))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)));
         tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            let mut server = server;
+            server
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                    async move { stop.cancelled().await },
-                )
+                .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
                 .await
         })
     };

@@ -250,6 +250,15 @@ async fn writes_and_reads_survive_kill9_restart_and_leader_loss() {
     })
     .await;
 
+    // A backfill 20 hours old is answered as soon as it is acknowledged:
+    // queriers ask the ingesters for any range their heads hold.
+    let old = now_ms() - 20 * 3_600_000;
+    let body = write_v1(vec![series(&[("__name__", "cluster_backfill")], &[(old, 5.0)])]);
+    let (code, text) = push(&c, &cl.distributor.url("/api/v1/push"), body, None).await.expect("push");
+    assert_eq!(code, 204, "{text}");
+    let v = query(&c, &cl.querier.url(""), "cluster_backfill", old, None).await.expect("query");
+    assert_eq!(vector(&v), vec![(r#"{"__name__":"cluster_backfill"}"#.to_owned(), 5.0)], "backfill: {v}");
+
     let writer = Writer::start(cl.distributor.url("/api/v1/push"));
     writer.wait_rounds(20).await;
     assert_eq!(writer.failures(), 0, "no failures with every ingester up: {:?}", writer.last_failure());

@@ -214,6 +214,91 @@ async fn storage_outage_loses_nothing() {
     assert_eq!(total_samples(&c, &cairn, now_ms()).await, acknowledged, "and all of it is in object storage");
 }
 
+/// Object storage stopped, then frozen: queries still answer from the
+/// heads within the query timeout, with a warning that blocks could not be
+/// read; when storage is back, answers are whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_answer_from_the_heads_while_storage_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut s3) = S3Server::start(&dir.path().join("s3"), "cairn").expect("s3s-fs") else {
+        assert!(!peers_required(), "s3s-fs is not installed but CAIRN_REQUIRE_PEERS=1");
+        eprintln!("SKIPPED: s3s-fs not found on PATH (cargo install s3s-fs@0.14.1 --features binary --locked)");
+        return;
+    };
+    let c = client();
+    let mut flags: Vec<String> = BLOCK_FLAGS.iter().map(|s| s.to_string()).collect();
+    flags.extend(s3.cairn_flags("cairn"));
+    flags.extend(["--query.timeout=10s".to_owned(), "--storage.bucket-index-refresh-interval=1s".to_owned()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cairn = Cairn::start(&dir.path().join("data"), &flags).expect("start cairn");
+    // Old samples in blocks, recent ones in the head.
+    let t0 = (now_ms() - 14 * 60_000) / 60_000 * 60_000;
+    push_ok(&c, &cairn, body(t0, 0..20)).await;
+    push_ok(&c, &cairn, clock(now_ms())).await;
+    assert_eq!(flush(&c, &cairn).await, 204);
+    let recent = now_ms() - 5_000;
+    push_ok(&c, &cairn, write_v1(vec![series(&[("__name__", "fresh")], &[(recent, 1.0)])])).await;
+    let whole = total_samples(&c, &cairn, now_ms()).await;
+    assert_eq!(whole, (SERIES * 20) as f64, "from the blocks");
+
+    // What a query over both tiers answers with storage down: the head's
+    // data, a warning, in time.
+    let ask = |what: &'static str| {
+        let (c, base) = (c.clone(), cairn.url(""));
+        async move {
+            let started = Instant::now();
+            let q = "{__name__=~\"fresh|node_cpu_seconds_total\"}";
+            let now = now_ms() / 1000;
+            let v: serde_json::Value = c
+                .get(format!("{base}/api/v1/query_range"))
+                .query(&[("query", q), ("start", &(now - 1200).to_string()), ("end", &now.to_string()), ("step", "15")])
+                .send()
+                .await
+                .expect("answer")
+                .json()
+                .await
+                .expect("json");
+            let took = started.elapsed();
+            assert_eq!(v["status"], "success", "{what}: {v}");
+            let names: Vec<String> = v["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| s["metric"]["__name__"].as_str().unwrap_or("").to_owned())
+                .collect();
+            assert_eq!(names, vec!["fresh".to_owned()], "{what}: the head answers: {v}");
+            assert!(took < Duration::from_secs(10), "{what}: within --query.timeout: {took:?}");
+            let warnings = v["warnings"].to_string();
+            (warnings, took)
+        }
+    };
+    s3.stop().expect("storage down");
+    let (warnings, _) = ask("stopped").await;
+    assert!(warnings.contains("blocks in object storage could not be read"), "stopped: {warnings}");
+    // Series and label lookups answer too.
+    let labels: serde_json::Value =
+        c.get(cairn.url("/api/v1/label/__name__/values")).send().await.expect("labels").json().await.expect("json");
+    assert_eq!(labels["status"], "success", "{labels}");
+    assert!(labels["data"].to_string().contains("fresh"), "{labels}");
+
+    s3.resume().expect("storage back");
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    s3.freeze().expect("storage hangs");
+    let (warnings, took) = ask("frozen").await;
+    assert!(warnings.contains("could not be read"), "frozen: {warnings}");
+    println!("a query with storage frozen answered in {took:?}");
+    let (_, took) = ask("frozen, again").await;
+    assert!(took < Duration::from_secs(2), "later queries skip storage at once: {took:?}");
+    s3.thaw().expect("storage back");
+
+    // Back: whole answers without warnings, once the back-off ends.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while total_samples(&c, &cairn, now_ms()).await != whole {
+        assert!(Instant::now() < deadline, "answers stayed partial after storage came back");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 fn walk(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];

@@ -3,6 +3,8 @@
 mod bad_input;
 mod cluster;
 mod crash;
+mod fuzz_corpora;
+mod hostile;
 mod ingester_grpc;
 mod long_term;
 mod prometheus;

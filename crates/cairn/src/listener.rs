@@ -1,0 +1,340 @@
+//! The HTTP server's accept loop and the gRPC server's connections, with
+//! the bounds that keep slow or idle clients from holding the server.
+//!
+//! ```text
+//!  HTTP  accept (at most --server.http-conn-limit open; more wait in the
+//!        kernel's backlog)
+//!   └─ connection: request headers within --server.http-read-header-timeout
+//!      (for HTTP/1 also the wait for the next request), the body within
+//!      --server.http-read-timeout, closed after --server.http-idle-timeout
+//!      with no request in flight
+//!       └─ request: one of --server.http-max-inflight-requests, or 503
+//!  gRPC  accept (at most --server.grpc-conn-limit open), at most
+//!        --server.grpc-max-concurrent-streams streams a connection, closed
+//!        when nothing is read for --server.grpc-idle-timeout (the server
+//!        pings live clients at half that)
+//! ```
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use cairn_common::Shutdown;
+use http_body::{Body as HttpBody, Frame};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+use crate::config::ServerConfig;
+
+/// Bounds of the HTTP listener.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpBounds {
+    pub read_header_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub conn_limit: usize,
+    pub max_inflight: usize,
+}
+
+impl HttpBounds {
+    pub fn from_config(c: &ServerConfig) -> Self {
+        Self {
+            read_header_timeout: c.http_read_header_timeout.as_std(),
+            read_timeout: c.http_read_timeout.as_std(),
+            idle_timeout: c.http_idle_timeout.as_std(),
+            conn_limit: c.http_conn_limit,
+            max_inflight: c.http_max_inflight_requests,
+        }
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended, so
+/// that an idle connection can be told from a busy one.
+#[derive(Debug)]
+struct Activity {
+    inflight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last request's start or end.
+    last: AtomicI64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { inflight: AtomicUsize::new(0), last: AtomicI64::new(0), epoch: Instant::now() })
+    }
+
+    fn touch(&self) {
+        self.last.store(self.epoch.elapsed().as_millis() as i64, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has had no request in flight for `idle`.
+    async fn idle(&self, idle: Duration) {
+        if idle.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let since =
+                self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed) as u64));
+            if self.inflight.load(Ordering::Relaxed) == 0 && since >= idle {
+                return;
+            }
+            tokio::time::sleep(idle.saturating_sub(since).max(Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// Ends a request on its connection's [`Activity`] when dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(a: &Arc<Activity>) -> Self {
+        a.inflight.fetch_add(1, Ordering::Relaxed);
+        a.touch();
+        Self(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request body that fails once its deadline passes: a client that
+/// trickles its body cannot hold a request open.
+struct DeadlineBody<B> {
+    inner: B,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+}
+
+impl<B> HttpBody for DeadlineBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        ready!(self.deadline.as_mut().poll(cx));
+        let msg = format!("the request body did not arrive within {:?} (--server.http-read-timeout)", self.timeout);
+        Poll::Ready(Some(Err(Box::new(io::Error::new(io::ErrorKind::TimedOut, msg)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn overloaded(limit: usize) -> Response<Body> {
+    let mut r = Response::new(Body::from(format!(
+        "more than {limit} requests are in flight; retry later (raise --server.http-max-inflight-requests)\n"
+    )));
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// Serves `app` on `listener` within `bounds` until `stop`, then lets the
+/// open connections finish their requests (the caller bounds how long).
+pub async fn serve_http(listener: TcpListener, app: Router, bounds: HttpBounds, stop: Shutdown) -> io::Result<()> {
+    let connections = Arc::new(Semaphore::new(bounds.conn_limit.max(1)));
+    let inflight = Arc::new(Semaphore::new(bounds.max_inflight.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout((!bounds.read_header_timeout.is_zero()).then_some(bounds.read_header_timeout));
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was taken: wait a little rather than spin.
+                    warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let svc = {
+            let (app, inflight, activity) = (app.clone(), inflight.clone(), activity.clone());
+            tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (app, inflight, activity) = (app.clone(), inflight.clone(), activity.clone());
+                async move {
+                    let Ok(_slot) = inflight.try_acquire_owned() else {
+                        return Ok::<_, std::convert::Infallible>(overloaded(bounds.max_inflight));
+                    };
+                    let _busy = InFlight::start(&activity);
+                    let (parts, body) = req.into_parts();
+                    let body = DeadlineBody {
+                        inner: body,
+                        deadline: Box::pin(tokio::time::sleep(bounds.read_timeout)),
+                        timeout: bounds.read_timeout,
+                    };
+                    let req = Request::from_parts(parts, Body::new(body));
+                    let resp = match app.oneshot(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                    Ok(resp)
+                }
+            })
+        };
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let conn = graceful.watch(conn.into_owned());
+        let idle = bounds.idle_timeout;
+        tokio::spawn(async move {
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                }
+                _ = activity.idle(idle) => debug!("closed an idle HTTP connection"),
+            }
+            drop(permit);
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Bounds of the gRPC listener.
+#[derive(Clone, Copy, Debug)]
+pub struct GrpcBounds {
+    pub conn_limit: usize,
+    pub idle_timeout: Duration,
+}
+
+/// A gRPC connection: holds its slot of the connection limit, and fails
+/// once nothing was read from it for the idle timeout.
+pub struct GrpcConn {
+    inner: TcpStream,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for GrpcConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before && !self.idle.is_zero() {
+                    let next = tokio::time::Instant::now() + self.idle;
+                    self.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if !self.idle.is_zero() && self.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "gRPC connection idle")));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for GrpcConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for GrpcConn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// The accepted connections of `listener`, at most `bounds.conn_limit`
+/// open at once.
+pub fn grpc_incoming(
+    listener: TcpListener,
+    bounds: GrpcBounds,
+) -> impl futures::Stream<Item = io::Result<GrpcConn>> + Send + 'static {
+    let slots = Arc::new(Semaphore::new(bounds.conn_limit.max(1)));
+    futures::stream::unfold((listener, slots), move |(listener, slots)| async move {
+        let slot = slots.clone().acquire_owned().await.ok()?;
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = GrpcConn {
+                        inner: stream,
+                        idle: bounds.idle_timeout,
+                        deadline: Box::pin(tokio::time::sleep(bounds.idle_timeout)),
+                        _slot: slot,
+                    };
+                    return Some((Ok(conn), (listener, slots)));
+                }
+                Err(e) => {
+                    warn!(error = %e, "accepting a gRPC connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
