@@ -39,17 +39,20 @@ pub trait ReadContext: Send + Sync + std::fmt::Debug {
     fn warn(&self, _message: String) {}
 }
 
-/// A [`ReadContext`] with a deadline and a warnings list, and no memory
-/// limit: for lookups of series and labels.
+/// A [`ReadContext`] for lookups of series and labels: a deadline, a
+/// warnings list, and what the lookup copies charged to the memory budget
+/// all queries share (returned when the lookup ends).
 #[derive(Debug, Default)]
 pub struct LookupContext {
     pub deadline: Option<std::time::Instant>,
+    budget: Option<Arc<crate::memory::MemoryBudget>>,
+    reserved: std::sync::atomic::AtomicUsize,
     warnings: parking_lot::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl LookupContext {
-    pub fn new(deadline: Option<std::time::Instant>) -> Arc<Self> {
-        Arc::new(Self { deadline, warnings: Default::default() })
+    pub fn new(deadline: Option<std::time::Instant>, budget: Option<Arc<crate::memory::MemoryBudget>>) -> Arc<Self> {
+        Arc::new(Self { deadline, budget, reserved: Default::default(), warnings: Default::default() })
     }
 
     pub fn take_warnings(&self) -> Vec<String> {
@@ -57,7 +60,22 @@ impl LookupContext {
     }
 }
 
+impl Drop for LookupContext {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.release(*self.reserved.get_mut());
+        }
+    }
+}
+
 impl ReadContext for LookupContext {
+    fn charge(&self, bytes: usize) -> Result<(), ServiceError> {
+        let Some(b) = &self.budget else { return Ok(()) };
+        b.try_reserve(bytes).map_err(|e| ServiceError::new(crate::ErrorCode::Execution, e.to_string()))?;
+        self.reserved.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     fn deadline(&self) -> Option<std::time::Instant> {
         self.deadline
     }

@@ -340,11 +340,28 @@ impl Head {
         candidates.into_iter().filter(|s| s.data.lock().overlaps(start, end)).collect()
     }
 
-    pub fn series_labels(&self, sets: &[Vec<Matcher>], start: i64, end: i64, limit: usize) -> Vec<Labels> {
-        let mut out: Vec<Labels> = self.matching_sets(sets, start, end).iter().map(|s| s.labels.to_labels()).collect();
+    /// Label sets of the matching series, sorted. `ctx` is charged for
+    /// each copied, so a lookup of everything stops at the query memory
+    /// limit.
+    pub fn series_labels(
+        &self,
+        sets: &[Vec<Matcher>],
+        start: i64,
+        end: i64,
+        limit: usize,
+        ctx: Option<&dyn ReadContext>,
+    ) -> Result<Vec<Labels>, ServiceError> {
+        let matching = self.matching_sets(sets, start, end);
+        let mut out: Vec<Labels> = Vec::with_capacity(matching.len());
+        for s in matching {
+            if let Some(c) = ctx {
+                c.charge(series_bytes(0).saturating_add(s.labels.heap_size()))?;
+            }
+            out.push(s.labels.to_labels());
+        }
         out.sort();
         truncate(&mut out, limit);
-        out
+        Ok(out)
     }
 
     pub fn label_names(&self, sets: &[Vec<Matcher>], start: i64, end: i64, limit: usize) -> Vec<String> {
@@ -434,7 +451,7 @@ mod tests {
         assert_eq!(head.label_values("job", &[], 0, 5000, 0), vec!["a", "b"]);
         assert_eq!(head.label_values("job", &[], 1500, 5000, 0), vec!["a"], "time-filtered");
         assert_eq!(head.label_names(&[m.to_vec()], 0, 5000, 1), vec!["__name__"]);
-        assert_eq!(head.series_labels(&[], 0, 5000, 0), vec![b, a]);
+        assert_eq!(head.series_labels(&[], 0, 5000, 0, None).expect("labels"), vec![b, a]);
     }
 
     #[test]

@@ -361,7 +361,8 @@ impl Queryable for Ingester {
             return Ok(Vec::new());
         };
         let (sets, start, end, limit) = (req.matcher_sets.to_vec(), req.start, req.end, req.limit);
-        self.blocking(move |_| Ok(db.head().series_labels(&sets, start, end, limit))).await
+        let ctx = req.ctx.clone();
+        self.blocking(move |_| db.head().series_labels(&sets, start, end, limit, ctx.as_deref())).await
     }
 
     async fn label_names(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {

@@ -416,3 +416,20 @@ fn write_period(
     info!(tenant = %db.tenant, block = %id, start, end, series = meta.series, samples = meta.samples, bytes = meta.bytes, "cut block");
     Ok(Some(done))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Block periods of any timestamp, even ones no stored sample has.
+        #[test]
+        fn periods_of_any_time(t in proptest::prelude::any::<i64>(), block in 1i64..i64::MAX) {
+            let start = period_start(t, block);
+            proptest::prop_assert!(start <= t);
+            if start > i64::MIN {
+                proptest::prop_assert!(i128::from(t) - i128::from(start) < i128::from(block));
+            }
+        }
+    }
+}

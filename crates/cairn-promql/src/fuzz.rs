@@ -67,3 +67,48 @@ pub fn query(data: &[u8]) {
         });
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    /// A duration promql-parser accepts, from nothing up to 4294967295y.
+    fn duration() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (1u32..u32::MAX).prop_map(|n| format!("{n}y")),
+            (1u32..100_000).prop_map(|n| format!("{n}ms")),
+            (1u64..9_000_000_000).prop_map(|n| n.to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Any evaluation time in `i64`, any offset, range, step and `@`
+        /// the parser takes: the engine answers or refuses, never panics.
+        #[test]
+        fn the_engine_survives_the_whole_i64_range(
+            t in any::<i64>(),
+            d in duration(),
+            step in prop_oneof![Just("1ms".to_owned()), Just("1m".to_owned()), duration()],
+            at in any::<i64>(),
+            which in 0usize..9,
+        ) {
+            let at = format!("{:.3}", (at as f64 / 1000.0).clamp(-9.2e15, 9.2e15));
+            let text = match which {
+                0 => format!("rate(up[{d}])"),
+                1 => format!("up offset {d}"),
+                2 => format!("up offset -{d}"),
+                3 => format!("max_over_time(up[{d}:{step}])"),
+                4 => format!("up @ {at}"),
+                5 => format!("timestamp(up offset -{d})"),
+                6 => format!("count_over_time(vector(1)[{d}:{step}] offset -{d})"),
+                7 => format!("sum_over_time(up[{d}] @ {at}) - time()"),
+                _ => format!("rate(http_requests_total[{d}:{step}] offset {d}) + range()"),
+            };
+            let mut data = t.to_le_bytes().to_vec();
+            data.extend_from_slice(text.as_bytes());
+            super::query(&data);
+        }
+    }
+}

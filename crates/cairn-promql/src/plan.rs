@@ -249,6 +249,26 @@ pub async fn fetch(
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Subquery grids from any outer grid, range, step, offset and `@`
+        /// never overflow, and start on a multiple of the step (unless they
+        /// saturated at the end of time).
+        #[test]
+        fn subquery_grids_never_overflow(
+            start in proptest::prelude::any::<i64>(),
+            len in 0i64..1_000_000,
+            range in 0i64..i64::MAX,
+            step in 1i64..i64::MAX,
+            offset in proptest::prelude::any::<i64>(),
+            at in proptest::prelude::any::<Option<i64>>(),
+        ) {
+            let outer = Grid { start, end: start.saturating_add(len), step: 1 };
+            let g = subquery_grid(&outer, range, step, offset, at);
+            proptest::prop_assert!(g.start % step == 0 || g.start == i64::MAX, "{:?}", g);
+            let _ = g.len();
+        }
+    }
+
     #[test]
     fn subquery_steps_align_to_absolute_time() {
         let outer = Grid { start: 1_000_000, end: 1_000_000, step: 0 };

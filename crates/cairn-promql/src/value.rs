@@ -317,6 +317,22 @@ mod tests {
         assert!(!p.has(0));
     }
 
+    proptest::proptest! {
+        /// Grids anywhere in `i64`: the length never overflows, and every
+        /// step lies in `[start, end]`.
+        #[test]
+        fn grids_span_all_of_i64(start in proptest::prelude::any::<i64>(), end in proptest::prelude::any::<i64>(), step in 1i64..i64::MAX) {
+            let g = Grid { start, end, step };
+            let n = g.len();
+            if end >= start {
+                proptest::prop_assert_eq!(g.t(0), start);
+                let last = g.t(n - 1);
+                proptest::prop_assert!(last >= start && last <= end);
+                proptest::prop_assert!(i128::from(last) + i128::from(step) > i128::from(end));
+            }
+        }
+    }
+
     #[test]
     fn windows_are_left_open() {
         let rv = RangeVector { series: vec![], range: 10, times: vec![10, 20, 20, 35] };

@@ -114,6 +114,11 @@ fn parse_expr(q: &Querier, p: &Params) -> Result<Expr, Response> {
     cairn_promql::parse_with(text, &q.config().expr_limits()).map_err(|e| bad_data(invalid("query", &e.to_string())))
 }
 
+/// A turn among the `--query.max-concurrency` queries and lookups.
+async fn permit(q: &Querier) -> Result<tokio::sync::SemaphorePermit<'_>, Response> {
+    q.inner.permits.acquire().await.map_err(|_| api_error(ErrorCode::Unavailable, "querier is shutting down"))
+}
+
 /// Keeps at most `limit` series of a result, with Prometheus's warning.
 fn apply_limit(r: &mut QueryResult, limit: usize) {
     if limit == 0 {
@@ -152,12 +157,7 @@ async fn query(
         let limit = limit_param(p).map_err(bad_data)?;
         let engine = engine_for(&q, p)?;
         let expr = parse_expr(&q, p)?;
-        let _permit = q
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| api_error(ErrorCode::Unavailable, "querier is shutting down"))?;
+        let _permit = permit(&q).await?;
         let mut r = engine.instant(q.inner.store.as_ref(), &req.tenant, expr, t).await.map_err(eval_error)?;
         apply_limit(&mut r, limit);
         Ok::<_, Response>(json_response(StatusCode::OK, json::query_response(&r)))
@@ -207,12 +207,7 @@ async fn query_range(
         let limit = limit_param(p).map_err(bad_data)?;
         let engine = engine_for(&q, p)?;
         let expr = parse_expr(&q, p)?;
-        let _permit = q
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| api_error(ErrorCode::Unavailable, "querier is shutting down"))?;
+        let _permit = permit(&q).await?;
         let mut r =
             engine.range(q.inner.store.as_ref(), &req.tenant, expr, start, end, step).await.map_err(eval_error)?;
         apply_limit(&mut r, limit);
@@ -293,16 +288,11 @@ async fn lookup(q: &Querier, req: Result<Req, Response>, what: Lookup) -> Respon
         // timeout; a tier that cannot be read leaves a warning.
         let timeout = q.config().timeout.as_std();
         let deadline = Instant::now() + timeout;
-        let ctx = LookupContext::new(Some(deadline));
+        let ctx = LookupContext::new(Some(deadline), Some(q.inner.budget.clone()));
         let r = lr(&lq, ctx.clone());
         let store = &q.inner.store;
         let work = async {
-            let _permit = q
-                .inner
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| api_error(ErrorCode::Unavailable, "querier is shutting down"))?;
+            let _permit = permit(q).await?;
             Ok::<_, Response>(match &what {
                 Lookup::Series => {
                     let (v, w) = limited(store.series(&req.tenant, &r).await.map_err(service_error)?, lq.limit);

@@ -357,7 +357,15 @@ impl BlockStore {
             let answers = self
                 .each_block(tenant, start, end, req.ctx.as_deref(), |r| async move { r.series(set, start, end).await })
                 .await?;
-            out.extend(answers.into_iter().flatten());
+            for labels in answers.into_iter().flatten() {
+                if let Some(ctx) = &req.ctx
+                    && !out.contains(&labels)
+                {
+                    let bytes: usize = labels.iter().map(|l| 48 + l.name.len() + l.value.len()).sum();
+                    ctx.charge(bytes).map_err(Error::Limit)?;
+                }
+                out.insert(labels);
+            }
         }
         Ok(out)
     }

@@ -23,6 +23,12 @@ async fn alive(cairn: &Cairn, what: &str) {
     assert_eq!(vector(&v).len(), 1, "after {what}: ingest and query still work");
 }
 
+/// Cuts the whole head into blocks and uploads them.
+async fn flush_all(cairn: &Cairn) {
+    let r = client().post(cairn.url("/ingester/flush?all=true")).send().await.expect("flush");
+    assert_eq!(r.status().as_u16(), 204, "flush: {}", r.text().await.unwrap_or_default());
+}
+
 fn assert_never_panicked(cairn: &Cairn) {
     let log = cairn.log_text();
     assert!(!log.contains("panicked"), "the log shows a panic:\n{log}");
@@ -133,8 +139,7 @@ async fn poison_timestamps_and_parameters_are_refused() {
     let (status, _) = push(&c, &cairn.url("/api/v1/push"), body, None).await.expect("push");
     assert_eq!(status, 400);
     // The shipper cuts everything, 1970 included, and lives on.
-    let flushed = c.post(cairn.url("/ingester/flush?all=true")).send().await.expect("flush");
-    assert_eq!(flushed.status().as_u16(), 204, "{}", flushed.text().await.unwrap_or_default());
+    flush_all(&cairn).await;
     cairn.kill9().expect("kill");
     cairn.restart().expect("restart after the poison");
     let v = query(&c, &cairn.url(""), "fine", 60_000, None).await.expect("query");
@@ -207,8 +212,7 @@ async fn memory_stays_bounded_under_hostile_queries() {
         let (status, msg) = push(&c, &cairn.url("/api/v1/push"), write_v1(ts), None).await.expect("push");
         assert_eq!(status, 204, "{msg}");
     }
-    let flushed = c.post(cairn.url("/ingester/flush?all=true")).send().await.expect("flush");
-    assert_eq!(flushed.status().as_u16(), 204);
+    flush_all(&cairn).await;
     let pid = cairn.pid().expect("pid");
     let baseline = proc_memory(pid, "VmRSS").expect("rss");
     let (start, end) = ((now - 3_600_000) as f64 / 1000.0, now as f64 / 1000.0);
@@ -343,8 +347,7 @@ async fn work_stops_when_the_client_goes_away_or_the_timeout_passes() {
         let (status, msg) = push(&c, &cairn.url("/api/v1/push"), write_v1(ts), None).await.expect("push");
         assert_eq!(status, 204, "{msg}");
     }
-    let flushed = c.post(cairn.url("/ingester/flush?all=true")).send().await.expect("flush");
-    assert_eq!(flushed.status().as_u16(), 204);
+    flush_all(&cairn).await;
     let pid = cairn.pid().expect("pid");
     let port = cairn.http_port;
     settles(pid, Duration::from_secs(1), 0.3, Duration::from_secs(20), "the process at rest").await;

@@ -49,6 +49,17 @@ fn clock(t: i64) -> Vec<u8> {
     write_v1(vec![series(&[("__name__", "clock")], &[(t, 1.0)])])
 }
 
+/// A real S3 server with bucket `cairn`, or `None` (the test skips, or
+/// fails under `CAIRN_REQUIRE_PEERS=1`) when s3s-fs is not installed.
+fn s3_server(dir: &Path) -> Option<S3Server> {
+    let s3 = S3Server::start(&dir.join("s3"), "cairn").expect("s3s-fs");
+    if s3.is_none() {
+        assert!(!peers_required(), "s3s-fs is not installed but CAIRN_REQUIRE_PEERS=1");
+        eprintln!("SKIPPED: s3s-fs not found on PATH (cargo install s3s-fs@0.14.1 --features binary --locked)");
+    }
+    s3
+}
+
 async fn push_ok(c: &reqwest::Client, cairn: &Cairn, body: Vec<u8>) {
     let (status, text) = push(c, &cairn.url("/api/v1/push"), body, None).await.expect("push");
     assert_eq!(status, 204, "push refused: {text}");
@@ -157,11 +168,7 @@ async fn filesystem_bucket_keeps_the_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_bucket_keeps_the_history() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(s3) = S3Server::start(&dir.path().join("s3"), "cairn").expect("s3s-fs") else {
-        assert!(!peers_required(), "s3s-fs is not installed but CAIRN_REQUIRE_PEERS=1");
-        eprintln!("SKIPPED: s3s-fs not found on PATH (cargo install s3s-fs@0.14.1 --features binary --locked)");
-        return;
-    };
+    let Some(s3) = s3_server(dir.path()) else { return };
     answers_survive_losing_the_local_disk(dir.path(), &s3.cairn_flags("cairn")).await;
     let objects = walk(&dir.path().join("s3/cairn"));
     assert!(objects.iter().any(|p| p.ends_with("data.parquet")), "blocks are in the S3 server: {objects:?}");
@@ -173,11 +180,7 @@ async fn s3_bucket_keeps_the_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_outage_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(mut s3) = S3Server::start(&dir.path().join("s3"), "cairn").expect("s3s-fs") else {
-        assert!(!peers_required(), "s3s-fs is not installed but CAIRN_REQUIRE_PEERS=1");
-        eprintln!("SKIPPED: s3s-fs not found on PATH (cargo install s3s-fs@0.14.1 --features binary --locked)");
-        return;
-    };
+    let Some(mut s3) = s3_server(dir.path()) else { return };
     let c = client();
     let data = dir.path().join("data");
     let mut flags: Vec<String> = BLOCK_FLAGS.iter().map(|s| s.to_string()).collect();
@@ -220,11 +223,7 @@ async fn storage_outage_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_answer_from_the_heads_while_storage_is_down() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(mut s3) = S3Server::start(&dir.path().join("s3"), "cairn").expect("s3s-fs") else {
-        assert!(!peers_required(), "s3s-fs is not installed but CAIRN_REQUIRE_PEERS=1");
-        eprintln!("SKIPPED: s3s-fs not found on PATH (cargo install s3s-fs@0.14.1 --features binary --locked)");
-        return;
-    };
+    let Some(mut s3) = s3_server(dir.path()) else { return };
     let c = client();
     let mut flags: Vec<String> = BLOCK_FLAGS.iter().map(|s| s.to_string()).collect();
     flags.extend(s3.cairn_flags("cairn"));
