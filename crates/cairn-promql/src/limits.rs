@@ -58,6 +58,9 @@ impl ExprLimits {
             )));
         }
         let found = scan(q);
+        if let Some(bad) = &found.bad_string {
+            return Err(EvalError::BadData(format!("invalid escape sequence {bad:?} in a string")));
+        }
         if let Some(bad) = &found.bad_duration {
             return Err(EvalError::BadData(format!(
                 "duration {bad:?} out of range: at most {MAX_DURATION_SECS} seconds (292 years)"
@@ -86,6 +89,8 @@ pub struct Scan {
     /// 1e30`) that does not fit Prometheus's durations, which the parser
     /// would not survive.
     pub bad_duration: Option<String>,
+    /// An escape sequence the parser would not survive.
+    pub bad_string: Option<String>,
 }
 
 /// The longest duration Prometheus represents: an `i64` of nanoseconds.
@@ -119,6 +124,7 @@ pub fn scan(q: &str) -> Scan {
     let mut levels: Vec<Level> = vec![Level::default()];
     let mut invalid_utf8 = BTreeSet::new();
     let mut bad_duration = None;
+    let mut bad_string = None;
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -126,10 +132,12 @@ pub fn scan(q: &str) -> Scan {
             b'#' => i = skip_comment(b, i),
             b'"' | b'\'' | b'`' => {
                 let end = skip_string(b, i);
-                if c != b'`'
-                    && let Some(decoded) = invalid_literal(&q[i..end])
-                {
-                    invalid_utf8.insert(decoded);
+                if c != b'`' {
+                    if let Some(bad) = bad_escape(&b[i..end]) {
+                        bad_string.get_or_insert(bad);
+                    } else if let Some(decoded) = q.get(i..end).and_then(invalid_literal) {
+                        invalid_utf8.insert(decoded);
+                    }
                 }
                 i = end;
             }
@@ -222,7 +230,7 @@ pub fn scan(q: &str) -> Scan {
         parent.deepest_child = parent.deepest_child.max(1 + done.tokens + done.deepest_child);
     }
     let root = top(&mut levels);
-    Scan { depth: 1 + root.tokens + root.deepest_child, invalid_utf8, bad_duration }
+    Scan { depth: 1 + root.tokens + root.deepest_child, invalid_utf8, bad_duration, bad_string }
 }
 
 fn top(levels: &mut Vec<Level>) -> &mut Level {
@@ -249,18 +257,60 @@ fn skip_comment(b: &[u8], mut i: usize) -> usize {
 }
 
 /// The index after the string starting at `i`; a backslash escapes one
-/// character, in every kind of quote (as the lexer reads them).
+/// character, in every kind of quote (as the lexer reads them). The escaped
+/// character may take several bytes: the index stays on a character
+/// boundary (found by fuzzing).
 fn skip_string(b: &[u8], i: usize) -> usize {
     let quote = b[i];
     let mut j = i + 1;
     while j < b.len() {
         match b[j] {
-            b'\\' => j += 2,
+            b'\\' => j = (j + 1 + utf8_width(b.get(j + 1).copied())).min(b.len()),
             c if c == quote => return j + 1,
             _ => j += 1,
         }
     }
     b.len()
+}
+
+/// Bytes of the UTF-8 character starting with `lead`.
+fn utf8_width(lead: Option<u8>) -> usize {
+    match lead {
+        None => 0,
+        Some(b) if b < 0x80 => 1,
+        Some(b) if b >= 0xf0 => 4,
+        Some(b) if b >= 0xe0 => 3,
+        Some(_) => 2,
+    }
+}
+
+/// An escape in a quoted literal (with its quotes) whose digits are not
+/// ASCII (`"\x\u{323}"`): promql-parser slices such an escape in the
+/// middle of a character and panics (found by fuzzing), so it is refused
+/// first.
+fn bad_escape(lit: &[u8]) -> Option<String> {
+    let body = lit.get(1..lit.len().saturating_sub(1))?;
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let digits = match body.get(i + 1) {
+            Some(b'x') => 2,
+            Some(b'0'..=b'7') => 2,
+            Some(b'u') => 4,
+            Some(b'U') => 8,
+            Some(c) if c.is_ascii() => 0,
+            _ => return Some(String::from_utf8_lossy(&body[i..(i + 4).min(body.len())]).into_owned()),
+        };
+        let end = (i + 2 + digits).min(body.len());
+        if !body[i + 2..end].is_ascii() {
+            return Some(String::from_utf8_lossy(&body[i..end]).into_owned());
+        }
+        i += 2 + digits;
+    }
+    None
 }
 
 /// For a quoted literal (with its quotes) whose Go decoding is not UTF-8:
@@ -407,6 +457,20 @@ mod tests {
             assert!(limits.check(q).is_ok(), "{q}");
             promql_parser::parser::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
         }
+    }
+
+    #[test]
+    fn escaped_multibyte_characters_keep_the_scan_on_char_boundaries() {
+        for q in ["f(\"\\\u{323}\")", "f('\\\u{1f600}')", "\"\\\u{e9}", "{a=\"\\\u{e9}\"}"] {
+            let _ = scan(q);
+        }
+        // Escapes whose digits are not ASCII are refused, not parsed.
+        let limits = ExprLimits::default();
+        for q in ["label_replace(up, \"\\x\u{323}\u{323}\", \"\", \"a\", \"b\")", "\"\\u\u{e9}\u{e9}\"", "'\\\u{323}'"] {
+            let e = limits.check(q).expect_err(q);
+            assert!(e.to_string().contains("invalid escape"), "{q}: {e}");
+        }
+        assert!(limits.check("\"\\x41\\u00e9 \\n é\"").is_ok());
     }
 
     #[test]

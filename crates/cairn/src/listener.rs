@@ -27,6 +27,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use bytes::Bytes;
 use cairn_common::Shutdown;
+use cairn_common::task::catch_panic_async;
 use http_body::{Body as HttpBody, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -37,7 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tower::ServiceExt;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::config::ServerConfig;
 
@@ -150,6 +151,17 @@ where
     }
 }
 
+/// Paths outside the in-flight limit: health, readiness, metrics.
+fn is_ops(path: &str) -> bool {
+    matches!(path, "/-/healthy" | "/-/ready" | "/ready" | "/metrics")
+}
+
+fn internal_error() -> Response<Body> {
+    let mut r = Response::new(Body::from("internal error; see the server's log\n"));
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    r
+}
+
 fn overloaded(limit: usize) -> Response<Body> {
     let mut r = Response::new(Body::from(format!(
         "more than {limit} requests are in flight; retry later (raise --server.http-max-inflight-requests)\n"
@@ -200,8 +212,15 @@ pub async fn serve_http(listener: TcpListener, app: Router, bounds: HttpBounds, 
             tower::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (app, inflight, activity) = (app.clone(), inflight.clone(), activity.clone());
                 async move {
-                    let Ok(_slot) = inflight.try_acquire_owned() else {
-                        return Ok::<_, std::convert::Infallible>(overloaded(bounds.max_inflight));
+                    // Health checks and metrics are answered even when the
+                    // server sheds load: an overloaded process is not dead.
+                    let _slot = if is_ops(req.uri().path()) {
+                        None
+                    } else {
+                        match inflight.try_acquire_owned() {
+                            Ok(slot) => Some(slot),
+                            Err(_) => return Ok::<_, std::convert::Infallible>(overloaded(bounds.max_inflight)),
+                        }
                     };
                     let _busy = InFlight::start(&activity);
                     let (parts, body) = req.into_parts();
@@ -211,11 +230,16 @@ pub async fn serve_http(listener: TcpListener, app: Router, bounds: HttpBounds, 
                         timeout: bounds.read_timeout,
                     };
                     let req = Request::from_parts(parts, Body::new(body));
-                    let resp = match app.oneshot(req).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    };
-                    Ok(resp)
+                    // A panic while serving one request fails that request,
+                    // not the connection or anything else.
+                    Ok(match catch_panic_async(app.oneshot(req)).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(never)) => match never {},
+                        Err(panic) => {
+                            error!(error = %panic, "a request handler panicked");
+                            internal_error()
+                        }
+                    })
                 }
             })
         };

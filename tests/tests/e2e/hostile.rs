@@ -487,10 +487,15 @@ async fn slow_and_idle_clients_cannot_hold_the_server() {
         }
         std::thread::sleep(Duration::from_millis(300));
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+        s.write_all(b"GET /api/v1/labels HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
         let (resp, _) = read_until_closed(&mut s, Duration::from_secs(5));
         assert!(resp.starts_with("HTTP/1.1 503"), "over the in-flight limit: {resp:?}");
         assert!(resp.to_ascii_lowercase().contains("retry-after: 1"), "{resp}");
+        // Health checks still answer.
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+        let (resp, _) = read_until_closed(&mut s, Duration::from_secs(5));
+        assert!(resp.starts_with("HTTP/1.1 200"), "health is answered under load: {resp:?}");
         drop(holders);
         // gRPC: silent connections fill the slots and are closed when idle.
         let mut silent: Vec<TcpStream> =
