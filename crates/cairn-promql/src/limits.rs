@@ -466,7 +466,8 @@ mod tests {
         }
         // Escapes whose digits are not ASCII are refused, not parsed.
         let limits = ExprLimits::default();
-        for q in ["label_replace(up, \"\\x\u{323}\u{323}\", \"\", \"a\", \"b\")", "\"\\u\u{e9}\u{e9}\"", "'\\\u{323}'"] {
+        for q in ["label_replace(up, \"\\x\u{323}\u{323}\", \"\", \"a\", \"b\")", "\"\\u\u{e9}\u{e9}\"", "'\\\u{323}'"]
+        {
             let e = limits.check(q).expect_err(q);
             assert!(e.to_string().contains("invalid escape"), "{q}: {e}");
         }
