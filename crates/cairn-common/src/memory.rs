@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use parking_lot::Mutex;
+
 /// A process-wide byte budget. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct MemoryBudget {
@@ -20,16 +22,44 @@ pub struct MemoryBudget {
 }
 
 /// Why a reservation was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "queries running now hold {used} bytes of the {limit} bytes all queries may hold together; this one needed {wanted} more (retry later, or raise {flag})"
-)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetExceeded {
     pub wanted: usize,
+    /// Bytes all queries held.
     pub used: usize,
+    /// Bytes the asking query held already (through a [`Reservation`]).
+    pub held: usize,
     pub limit: usize,
     pub flag: &'static str,
 }
+
+impl BudgetExceeded {
+    /// Whether the query would fit once other queries end: it is refused
+    /// for what they hold, not for its own size.
+    pub fn transient(&self) -> bool {
+        self.held.saturating_add(self.wanted) <= self.limit
+    }
+}
+
+impl std::fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { wanted, used, held, limit, flag } = self;
+        if self.transient() {
+            write!(
+                f,
+                "queries running now hold {used} bytes of the {limit} bytes all queries may hold together; this one needed {wanted} more (retry later, or raise {flag})"
+            )
+        } else {
+            write!(
+                f,
+                "the query needs more than {} bytes, more than the {limit} bytes all queries may hold together (raise {flag})",
+                held.saturating_add(*wanted)
+            )
+        }
+    }
+}
+
+impl std::error::Error for BudgetExceeded {}
 
 impl MemoryBudget {
     /// A budget of `limit` bytes (0 = no limit), set by `flag`.
@@ -60,7 +90,7 @@ impl MemoryBudget {
         loop {
             let next = cur.saturating_add(n);
             if next > self.limit {
-                return Err(BudgetExceeded { wanted: n, used: cur, limit: self.limit, flag: self.flag });
+                return Err(BudgetExceeded { wanted: n, used: cur, held: 0, limit: self.limit, flag: self.flag });
             }
             match self.used.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return Ok(()),
@@ -81,9 +111,142 @@ impl MemoryBudget {
     }
 }
 
+/// Why a [`Reservation`] could not grow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReserveError {
+    /// The reservation would pass its own cap.
+    #[error("{wanted} more bytes with {held} held would pass the cap of {cap} bytes")]
+    OverCap { wanted: usize, held: usize, cap: usize },
+    /// The process budget is spent.
+    #[error(transparent)]
+    Budget(#[from] BudgetExceeded),
+}
+
+/// What one query holds reserved from a [`MemoryBudget`]: grown and shrunk
+/// under a lock (parts of a query charge concurrently), and returned to
+/// the budget when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    reserved: Mutex<usize>,
+}
+
+impl Reservation {
+    pub fn new(budget: Arc<MemoryBudget>) -> Self {
+        Self { budget, reserved: Mutex::new(0) }
+    }
+
+    /// Bytes reserved now.
+    pub fn reserved(&self) -> usize {
+        *self.reserved.lock()
+    }
+
+    /// Reserves `n` more bytes, refused past `cap` bytes in all (0 = no
+    /// cap) or past the budget's limit.
+    pub fn grow(&self, n: usize, cap: usize) -> Result<(), ReserveError> {
+        let mut held = self.reserved.lock();
+        if cap > 0 && held.saturating_add(n) > cap {
+            return Err(ReserveError::OverCap { wanted: n, held: *held, cap });
+        }
+        self.budget.try_reserve(n).map_err(|e| BudgetExceeded { held: *held, ..e })?;
+        *held = held.saturating_add(n);
+        Ok(())
+    }
+
+    /// Reserves `n` bytes whatever the limits (memory that code which
+    /// cannot fail already allocated), so that later requests see it.
+    pub fn force_grow(&self, n: usize) {
+        let mut held = self.reserved.lock();
+        self.budget.force_reserve(n);
+        *held = held.saturating_add(n);
+    }
+
+    /// Returns up to `n` reserved bytes.
+    pub fn shrink(&self, n: usize) {
+        let mut held = self.reserved.lock();
+        let n = n.min(*held);
+        self.budget.release(n);
+        *held -= n;
+    }
+
+    /// Makes the reservation cover `bytes` in whole steps of `step`:
+    /// grows when short, and gives back what is more than four steps
+    /// above, so that small changes rarely touch the shared budget.
+    pub fn cover(&self, bytes: usize, step: usize) -> Result<(), BudgetExceeded> {
+        let step = step.max(1);
+        let mut held = self.reserved.lock();
+        if bytes > *held {
+            let want = (bytes - *held).div_ceil(step).saturating_mul(step);
+            self.budget.try_reserve(want).map_err(|e| BudgetExceeded { held: *held, ..e })?;
+            *held = held.saturating_add(want);
+        } else if *held - bytes > 4 * step {
+            let give = (*held - bytes - step) / step * step;
+            self.budget.release(give);
+            *held -= give;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.release(*self.reserved.get_mut());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reservations_return_what_they_hold() {
+        let b = MemoryBudget::new(100, "x");
+        let r = Reservation::new(b.clone());
+        r.grow(40, 50).expect("fits");
+        assert_eq!(r.grow(20, 50), Err(ReserveError::OverCap { wanted: 20, held: 40, cap: 50 }));
+        let other = Reservation::new(b.clone());
+        match other.grow(70, 0) {
+            Err(ReserveError::Budget(e)) => assert!(e.transient(), "fits once the first query ends: {e}"),
+            other => panic!("{other:?}"),
+        }
+        match r.grow(70, 0) {
+            Err(ReserveError::Budget(e)) => {
+                assert!(!e.transient(), "40 held and 70 more never fit in 100");
+                assert!(e.to_string().contains("needs more than 110 bytes"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        r.shrink(1000);
+        assert_eq!((r.reserved(), b.used()), (0, 0), "never shrinks below zero");
+        r.cover(10, 8).expect("fits");
+        assert_eq!(r.reserved(), 16, "whole steps");
+        r.cover(0, 8).expect("shrinks");
+        assert_eq!(r.reserved(), 16, "keeps up to four steps");
+        r.force_grow(200);
+        r.cover(0, 8).expect("shrinks");
+        assert_eq!(r.reserved(), 8);
+        drop(r);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn concurrent_covers_never_leak() {
+        let b = MemoryBudget::new(0, "x");
+        let r = Reservation::new(b.clone());
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let r = &r;
+                s.spawn(move || {
+                    for i in 0..10_000usize {
+                        r.cover((i * 7 + t * 13) % 1000, 16).expect("no limit");
+                    }
+                });
+            }
+        });
+        assert_eq!(b.used(), r.reserved());
+        drop(r);
+        assert_eq!(b.used(), 0);
+    }
 
     #[test]
     fn reservations_stay_under_the_limit() {

@@ -45,14 +45,26 @@ pub trait ReadContext: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct LookupContext {
     pub deadline: Option<std::time::Instant>,
-    budget: Option<Arc<crate::memory::MemoryBudget>>,
-    reserved: std::sync::atomic::AtomicUsize,
+    reservation: Option<crate::memory::Reservation>,
     warnings: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+    /// The first charge refused, which fails the lookup even where a tier
+    /// turned it into a warning.
+    refused: parking_lot::Mutex<Option<ServiceError>>,
 }
 
 impl LookupContext {
     pub fn new(deadline: Option<std::time::Instant>, budget: Option<Arc<crate::memory::MemoryBudget>>) -> Arc<Self> {
-        Arc::new(Self { deadline, budget, reserved: Default::default(), warnings: Default::default() })
+        Arc::new(Self {
+            deadline,
+            reservation: budget.map(crate::memory::Reservation::new),
+            warnings: Default::default(),
+            refused: Default::default(),
+        })
+    }
+
+    /// The error of a refused charge, if one was refused.
+    pub fn take_refusal(&self) -> Option<ServiceError> {
+        self.refused.lock().take()
     }
 
     pub fn take_warnings(&self) -> Vec<String> {
@@ -60,20 +72,18 @@ impl LookupContext {
     }
 }
 
-impl Drop for LookupContext {
-    fn drop(&mut self) {
-        if let Some(b) = &self.budget {
-            b.release(*self.reserved.get_mut());
-        }
-    }
-}
-
 impl ReadContext for LookupContext {
     fn charge(&self, bytes: usize) -> Result<(), ServiceError> {
-        let Some(b) = &self.budget else { return Ok(()) };
-        b.try_reserve(bytes).map_err(|e| ServiceError::new(crate::ErrorCode::Execution, e.to_string()))?;
-        self.reserved.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        let Some(r) = &self.reservation else { return Ok(()) };
+        r.grow(bytes, 0).map_err(|e| {
+            let code = match &e {
+                crate::memory::ReserveError::Budget(b) if b.transient() => crate::ErrorCode::Unavailable,
+                _ => crate::ErrorCode::Execution,
+            };
+            let e = ServiceError::new(code, e.to_string());
+            self.refused.lock().get_or_insert_with(|| e.clone());
+            e
+        })
     }
 
     fn deadline(&self) -> Option<std::time::Instant> {
@@ -88,6 +98,19 @@ impl ReadContext for LookupContext {
 /// Bytes a series read for a query holds: its samples and some overhead.
 pub fn series_bytes(samples: usize) -> usize {
     96usize.saturating_add(samples.saturating_mul(16))
+}
+
+/// Bytes a label set copied out of storage holds on the heap.
+pub fn labels_bytes(l: &Labels) -> usize {
+    l.iter().map(|x| 48usize.saturating_add(x.name.len()).saturating_add(x.value.len())).sum()
+}
+
+/// Charges `ctx` (if any) for label names or values a lookup copied out.
+pub fn charge_strings(ctx: Option<&dyn ReadContext>, strings: &[String]) -> Result<(), ServiceError> {
+    match ctx {
+        Some(c) => c.charge(strings.iter().map(|s| 24usize.saturating_add(s.len())).sum()),
+        None => Ok(()),
+    }
 }
 
 /// A request for raw samples.

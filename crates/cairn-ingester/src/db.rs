@@ -129,16 +129,9 @@ impl TenantDb {
                     let mut samples = s.samples;
                     // Samples outside the storable range (acknowledged by
                     // versions that did not check) are dropped here.
-                    if data.min_time().is_some_and(|t| t < MIN_SAMPLE_TIME_MS) {
-                        let n = data.truncate_before(MIN_SAMPLE_TIME_MS);
-                        samples = samples.saturating_sub(n);
-                        dropped_samples += n;
-                    }
-                    if data.max_time().is_some_and(|t| t > MAX_SAMPLE_TIME_MS) {
-                        dropped_samples += samples;
-                        samples = 0;
-                        data = Default::default();
-                    }
+                    let n = data.retain_within(MIN_SAMPLE_TIME_MS, MAX_SAMPLE_TIME_MS);
+                    samples = samples.saturating_sub(n);
+                    dropped_samples += n;
                     match head.create(labels.hash64(), &labels, Some(s.series_ref)) {
                         Ok((series, _)) => {
                             *series.data.lock() = data;

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use cairn_common::metrics::Registry;
 use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher};
 use cairn_common::status::ServiceError;
-use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series};
+use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, charge_strings};
 use cairn_common::task::catch_panic;
 use cairn_common::{ErrorCode, Labels, Shutdown, TenantId};
 use parking_lot::{Mutex, RwLock};
@@ -370,7 +370,13 @@ impl Queryable for Ingester {
             return Ok(Vec::new());
         };
         let (sets, start, end, limit) = (req.matcher_sets.to_vec(), req.start, req.end, req.limit);
-        self.blocking(move |_| Ok(db.head().label_names(&sets, start, end, limit))).await
+        let ctx = req.ctx.clone();
+        self.blocking(move |_| {
+            let names = db.head().label_names(&sets, start, end, limit);
+            charge_strings(ctx.as_deref(), &names)?;
+            Ok(names)
+        })
+        .await
     }
 
     async fn label_values(
@@ -384,7 +390,13 @@ impl Queryable for Ingester {
         };
         let (sets, start, end, limit, name) =
             (req.matcher_sets.to_vec(), req.start, req.end, req.limit, name.to_owned());
-        self.blocking(move |_| Ok(db.head().label_values(&name, &sets, start, end, limit))).await
+        let ctx = req.ctx.clone();
+        self.blocking(move |_| {
+            let values = db.head().label_values(&name, &sets, start, end, limit);
+            charge_strings(ctx.as_deref(), &values)?;
+            Ok(values)
+        })
+        .await
     }
 
     async fn metadata(

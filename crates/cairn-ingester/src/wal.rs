@@ -119,8 +119,13 @@ impl Wal {
         }
         w.size += data.len() as u64;
         let pos = Position { segment: w.segment, offset: w.size };
-        if w.size >= self.segment_size {
-            self.rotate(&mut w)?;
+        // The records are written: a failure to start the next segment must
+        // not report them as lost. The segment grows past its target size
+        // until a later write starts the next one.
+        if w.size >= self.segment_size
+            && let Err(e) = self.rotate(&mut w)
+        {
+            warn!(segment = w.segment, error = %e, "starting the next wal segment failed; retried after the next write");
         }
         Ok(pos)
     }
@@ -424,6 +429,24 @@ mod tests {
         let (got, stats) = bodies(dir.path());
         assert_eq!(got, vec![b"\x01first".to_vec(), b"\x01after".to_vec()]);
         assert_eq!(stats.truncated_at, None, "no torn record on disk");
+    }
+
+    #[test]
+    fn a_failed_rotation_still_acknowledges_the_written_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), 16).expect("open");
+        // The next segment cannot be created while a directory holds its name.
+        fs::create_dir(segment_path(dir.path(), 2)).expect("block the next segment");
+        let pos = wal.log(&framed(b"\x01past the segment size")).expect("written, so acknowledged");
+        assert_eq!(pos.segment, 1);
+        wal.log(&framed(b"\x01again")).expect("log");
+        fs::remove_dir(segment_path(dir.path(), 2)).expect("unblock");
+        wal.log(&framed(b"\x01then rotated")).expect("log");
+        assert_eq!(wal.log(&framed(b"\x01next")).expect("log").segment, 2);
+        drop(wal);
+        let (got, _) = bodies(dir.path());
+        let want: Vec<&[u8]> = vec![b"\x01past the segment size", b"\x01again", b"\x01then rotated", b"\x01next"];
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub enum EvalError {
     /// A limit was hit; the message names the limit and its flag.
     #[error("{0}")]
     Limit(String),
+    /// Other queries hold the memory this one needs; retrying later may
+    /// succeed.
+    #[error("{0}")]
+    Busy(String),
     #[error("query timed out in {0}")]
     Timeout(&'static str),
     #[error("query was canceled")]
@@ -27,6 +31,7 @@ impl EvalError {
         match self {
             EvalError::BadData(_) => ErrorCode::BadData,
             EvalError::Execution(_) | EvalError::Limit(_) => ErrorCode::Execution,
+            EvalError::Busy(_) => ErrorCode::Unavailable,
             EvalError::Timeout(_) => ErrorCode::Timeout,
             EvalError::Canceled => ErrorCode::Canceled,
             EvalError::Storage(e) => match e.code {
@@ -35,6 +40,12 @@ impl EvalError {
                 c => c,
             },
         }
+    }
+}
+
+impl From<cairn_common::memory::BudgetExceeded> for EvalError {
+    fn from(e: cairn_common::memory::BudgetExceeded) -> Self {
+        if e.transient() { EvalError::Busy(e.to_string()) } else { EvalError::Limit(e.to_string()) }
     }
 }
 

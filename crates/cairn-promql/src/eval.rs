@@ -7,7 +7,7 @@ mod range_functions;
 
 use std::collections::BTreeSet;
 
-use cairn_common::storage::Series;
+use cairn_common::storage::{Series, labels_bytes};
 use cairn_common::{Labels, METRIC_NAME, is_stale_nan};
 use promql_parser::parser::{Expr, SubqueryExpr, VectorSelector};
 
@@ -35,11 +35,6 @@ pub struct Evaluator<'a> {
 /// Bytes of a column of `n` step values (values and presence bits).
 pub(crate) fn points_bytes(n: usize) -> usize {
     n.saturating_mul(8).saturating_add(n.div_ceil(64) * 8)
-}
-
-/// Bytes of a label set on the heap.
-fn labels_bytes(l: &Labels) -> usize {
-    l.iter().map(|x| 48 + x.name.len() + x.value.len()).sum()
 }
 
 /// What a value holds, for the meter: step columns, owned samples,

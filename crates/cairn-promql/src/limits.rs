@@ -146,7 +146,15 @@ pub fn scan(q: &str) -> Scan {
                 i += 1;
                 while i < b.len() && b[i] != b'}' {
                     match b[i] {
-                        b'"' | b'\'' | b'`' => i = skip_string(b, i),
+                        q @ (b'"' | b'\'' | b'`') => {
+                            let end = skip_string(b, i);
+                            if q != b'`'
+                                && let Some(bad) = bad_escape(&b[i..end])
+                            {
+                                bad_string.get_or_insert(bad);
+                            }
+                            i = end;
+                        }
                         b'#' => i = skip_comment(b, i),
                         _ => i += 1,
                     }
@@ -187,16 +195,7 @@ pub fn scan(q: &str) -> Scan {
                 i += if b.get(i + 1) == Some(&b'=') { 2 } else { 1 };
             }
             _ if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) => {
-                // A number or duration; an exponent's sign belongs to it.
-                i += 1;
-                while i < b.len() {
-                    let d = b[i];
-                    let sign = (d == b'+' || d == b'-') && matches!(b[i - 1], b'e' | b'E') && !is_hex_number(&b[..i]);
-                    if !(d.is_ascii_alphanumeric() || d == b'.' || d == b'_' || sign) {
-                        break;
-                    }
-                    i += 1;
-                }
+                i = number_end(b, i);
             }
             _ if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
                 let start = i;
@@ -208,16 +207,17 @@ pub fn scan(q: &str) -> Scan {
                     top(&mut levels).tokens += 1;
                 }
                 if word.eq_ignore_ascii_case("offset") {
-                    // `offset [+-] duration`.
+                    // `offset [+-] duration`, comments allowed between.
                     let mut j = i;
-                    while j < b.len() && (b[j].is_ascii_whitespace() || b[j] == b'+' || b[j] == b'-') {
-                        j += 1;
+                    while j < b.len() {
+                        match b[j] {
+                            b'#' => j = skip_comment(b, j),
+                            c if c.is_ascii_whitespace() || c == b'+' || c == b'-' => j += 1,
+                            _ => break,
+                        }
                     }
-                    let from = j;
-                    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.') {
-                        j += 1;
-                    }
-                    bad_duration = bad_duration.or_else(|| out_of_range(&q[from..j]));
+                    let end = if j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') { number_end(b, j) } else { j };
+                    bad_duration = bad_duration.or_else(|| out_of_range(&q[j..end]));
                 }
             }
             _ => i += 1,
@@ -239,6 +239,21 @@ fn top(levels: &mut Vec<Level>) -> &mut Level {
     }
     let last = levels.len() - 1;
     &mut levels[last]
+}
+
+/// The index after the number or duration starting at `i` (a digit or a
+/// `.`); an exponent's sign belongs to it, as in the lexer.
+fn number_end(b: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < b.len() {
+        let d = b[i];
+        let sign = (d == b'+' || d == b'-') && matches!(b[i - 1], b'e' | b'E') && !is_hex_number(&b[..i]);
+        if !(d.is_ascii_alphanumeric() || d == b'.' || d == b'_' || sign) {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 fn is_hex_number(before: &[u8]) -> bool {
@@ -449,7 +464,14 @@ mod tests {
     #[test]
     fn durations_the_parser_would_not_survive_are_refused() {
         let limits = ExprLimits::default();
-        for q in ["rate(x[7555555555555555555555555])", "x[1m:1e30]", "x offset 1e30", "x offset -0xffffffffffffffff"] {
+        for q in [
+            "rate(x[7555555555555555555555555])",
+            "x[1m:1e30]",
+            "x offset 1e30",
+            "x offset 1e+30",
+            "x offset # a comment\n 1e30",
+            "x offset -0xffffffffffffffff",
+        ] {
             let e = limits.check(q).expect_err(q);
             assert!(e.to_string().contains("out of range"), "{q}: {e}");
         }
@@ -466,8 +488,12 @@ mod tests {
         }
         // Escapes whose digits are not ASCII are refused, not parsed.
         let limits = ExprLimits::default();
-        for q in ["label_replace(up, \"\\x\u{323}\u{323}\", \"\", \"a\", \"b\")", "\"\\u\u{e9}\u{e9}\"", "'\\\u{323}'"]
-        {
+        for q in [
+            "label_replace(up, \"\\x\u{323}\u{323}\", \"\", \"a\", \"b\")",
+            "\"\\u\u{e9}\u{e9}\"",
+            "'\\\u{323}'",
+            "x{a=\"\\x\u{323}\u{323}\"}",
+        ] {
             let e = limits.check(q).expect_err(q);
             assert!(e.to_string().contains("invalid escape"), "{q}: {e}");
         }

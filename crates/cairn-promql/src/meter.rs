@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use cairn_common::memory::MemoryBudget;
+use cairn_common::memory::{MemoryBudget, Reservation};
 use cairn_common::status::ServiceError;
 use cairn_common::storage::ReadContext;
 use parking_lot::Mutex;
@@ -35,10 +35,9 @@ pub const BUDGET_STEP: usize = 1 << 20;
 #[derive(Debug)]
 pub struct QueryMeter {
     held: AtomicUsize,
-    reserved: AtomicUsize,
     max_bytes: usize,
     max_samples: usize,
-    budget: Option<Arc<MemoryBudget>>,
+    reservation: Option<Reservation>,
     deadline: Option<Instant>,
     cancelled: Arc<AtomicBool>,
     /// The error of a charge made by a storage, which could only pass it
@@ -53,10 +52,9 @@ impl QueryMeter {
     pub fn new(max_samples: usize, budget: Option<Arc<MemoryBudget>>, deadline: Option<Instant>) -> Self {
         Self {
             held: AtomicUsize::new(0),
-            reserved: AtomicUsize::new(0),
             max_bytes: max_samples.saturating_mul(SAMPLE_BYTES),
             max_samples,
-            budget,
+            reservation: budget.map(Reservation::new),
             deadline,
             cancelled: Arc::new(AtomicBool::new(false)),
             tripped: Mutex::new(None),
@@ -115,18 +113,10 @@ impl QueryMeter {
                 self.max_samples
             )));
         }
-        let Some(budget) = &self.budget else { return Ok(()) };
-        let reserved = self.reserved.load(Ordering::Relaxed);
-        if held > reserved {
-            let want = (held - reserved).div_ceil(BUDGET_STEP).saturating_mul(BUDGET_STEP);
-            budget.try_reserve(want).map_err(|e| EvalError::Limit(e.to_string()))?;
-            self.reserved.fetch_add(want, Ordering::Relaxed);
-        } else if reserved - held > 4 * BUDGET_STEP {
-            let give = (reserved - held - BUDGET_STEP) / BUDGET_STEP * BUDGET_STEP;
-            budget.release(give);
-            self.reserved.fetch_sub(give, Ordering::Relaxed);
+        match &self.reservation {
+            Some(r) => Ok(r.cover(held, BUDGET_STEP)?),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -160,14 +150,6 @@ impl ReadContext for QueryMeter {
     }
 }
 
-impl Drop for QueryMeter {
-    fn drop(&mut self) {
-        if let Some(b) = &self.budget {
-            b.release(*self.reserved.get_mut());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +168,9 @@ mod tests {
         let b = QueryMeter::new(0, Some(budget.clone()), None);
         let e = b.charge(2 * BUDGET_STEP).expect_err("the budget is shared");
         assert!(e.to_string().contains("--query.memory-limit-bytes"), "{e}");
+        assert!(matches!(e, EvalError::Busy(_)), "fits once the other query ends, so retryable (503): {e:?}");
+        let e = b.charge(4 * BUDGET_STEP).expect_err("more than the whole budget");
+        assert!(matches!(e, EvalError::Limit(_)), "never fits (422): {e:?}");
         drop(a);
         b.charge(2 * BUDGET_STEP).expect("fits once the other query ended");
         drop(b);

@@ -225,6 +225,11 @@ pub async fn fetch(
                     _ => EvalError::Storage(e),
                 }
             })?;
+            // A refused charge fails the query even where a tier passed over
+            // it (a tier that cannot be read only leaves a warning).
+            if let Some(tripped) = meter.take_error() {
+                return Err(tripped);
+            }
             // The storage charged the meter for what it read.
             loaded += got.iter().map(|s| s.samples.len()).sum::<usize>();
             selected += got.len();

@@ -312,6 +312,9 @@ async fn lookup(q: &Querier, req: Result<Req, Response>, what: Lookup) -> Respon
         let (data, mut warnings) = tokio::time::timeout_at(deadline.into(), work).await.map_err(|_| {
             api_error(ErrorCode::Timeout, format!("query timed out in lookup after {timeout:?} (--query.timeout)"))
         })??;
+        if let Some(refused) = ctx.take_refusal() {
+            return Err(service_error(refused));
+        }
         warnings.extend(ctx.take_warnings());
         Ok(json_response(StatusCode::OK, json::success(&data, &warnings)))
     };

@@ -160,6 +160,9 @@ impl QuerierConfig {
         if self.lookback_delta.is_zero() {
             return Err("querier.lookback_delta must be positive".into());
         }
+        if self.timeout.is_zero() {
+            return Err("querier.timeout must be positive".into());
+        }
         if self.max_concurrency == 0 {
             return Err("querier.max_concurrency must be at least 1".into());
         }

@@ -15,10 +15,10 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use cairn_common::memory::MemoryBudget;
+use cairn_common::memory::{MemoryBudget, Reservation, ReserveError};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
@@ -163,20 +163,19 @@ impl PhysicalOptimizerRule for GuardRule {
 /// One query's memory pool: its own limit, drawn from the process budget.
 #[derive(Debug)]
 pub struct BudgetPool {
-    budget: Arc<MemoryBudget>,
+    reservation: Reservation,
     limit: usize,
-    used: AtomicUsize,
 }
 
 impl BudgetPool {
     pub fn new(budget: Arc<MemoryBudget>, limit: usize) -> Self {
-        Self { budget, limit, used: AtomicUsize::new(0) }
+        Self { reservation: Reservation::new(budget), limit }
     }
 }
 
 impl fmt::Display for BudgetPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cairn query memory ({} of {} bytes)", self.used.load(Ordering::Relaxed), self.limit)
+        write!(f, "cairn query memory ({} of {} bytes)", self.reservation.reserved(), self.limit)
     }
 }
 
@@ -188,36 +187,27 @@ impl MemoryPool for BudgetPool {
     /// Memory already taken by code that cannot fail: counted, so that the
     /// next fallible request sees it.
     fn grow(&self, _r: &MemoryReservation, additional: usize) {
-        self.used.fetch_add(additional, Ordering::Relaxed);
-        self.budget.force_reserve(additional);
+        self.reservation.force_grow(additional);
     }
 
     fn shrink(&self, _r: &MemoryReservation, shrink: usize) {
-        self.used.fetch_sub(shrink.min(self.used.load(Ordering::Relaxed)), Ordering::Relaxed);
-        self.budget.release(shrink);
+        self.reservation.shrink(shrink);
     }
 
     fn try_grow(&self, r: &MemoryReservation, additional: usize) -> Result<()> {
-        let used = self.used.load(Ordering::Relaxed);
-        if self.limit > 0 && used.saturating_add(additional) > self.limit {
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "{} needs {additional} more bytes with {used} held, more than the {} bytes one SQL query may hold (raise --sql.max-memory-bytes)",
+        self.reservation.grow(additional, self.limit).map_err(|e| match e {
+            ReserveError::OverCap { held, .. } => DataFusionError::ResourcesExhausted(format!(
+                "{} needs {additional} more bytes with {held} held, more than the {} bytes one SQL query may hold (raise --sql.max-memory-bytes)",
                 r.consumer().name(),
                 self.limit
-            )));
-        }
-        self.budget.try_reserve(additional).map_err(|e| DataFusionError::ResourcesExhausted(e.to_string()))?;
-        self.used.fetch_add(additional, Ordering::Relaxed);
-        Ok(())
+            )),
+            // Kept whole, so that the answer can tell a query too big for
+            // the budget from one that waits on others.
+            ReserveError::Budget(e) => DataFusionError::External(Box::new(e)),
+        })
     }
 
     fn reserved(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for BudgetPool {
-    fn drop(&mut self) {
-        self.budget.release(*self.used.get_mut());
+        self.reservation.reserved()
     }
 }

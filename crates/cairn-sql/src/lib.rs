@@ -29,7 +29,7 @@ use std::time::Duration;
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use cairn_common::memory::MemoryBudget;
+use cairn_common::memory::{BudgetExceeded, MemoryBudget};
 use cairn_common::storage::{LabelsRequest, Queryable};
 use cairn_common::{ErrorCode, TenantId};
 use cairn_storage::BlockStore;
@@ -65,6 +65,10 @@ pub enum SqlError {
     /// A limit stopped the query; the message names the flag.
     #[error("{0}")]
     Limit(String),
+    /// Other queries hold the memory this one needs; retrying later may
+    /// succeed.
+    #[error("{0}")]
+    Busy(String),
     #[error("query timed out after {0:?}")]
     Timeout(Duration),
     #[error("query was canceled")]
@@ -80,6 +84,7 @@ impl SqlError {
             SqlError::BadQuery(_) => ErrorCode::BadData,
             SqlError::Unavailable(_) => ErrorCode::Unavailable,
             SqlError::Limit(_) => ErrorCode::Execution,
+            SqlError::Busy(_) => ErrorCode::Unavailable,
             SqlError::Timeout(_) => ErrorCode::Timeout,
             SqlError::Canceled => ErrorCode::Canceled,
             SqlError::Internal(_) => ErrorCode::Internal,
@@ -90,7 +95,13 @@ impl SqlError {
 impl From<DataFusionError> for SqlError {
     fn from(e: DataFusionError) -> Self {
         let msg = e.to_string();
-        match e.find_root() {
+        let root = e.find_root();
+        if let DataFusionError::External(b) = root
+            && let Some(b) = b.downcast_ref::<BudgetExceeded>()
+        {
+            return if b.transient() { SqlError::Busy(b.to_string()) } else { SqlError::Limit(b.to_string()) };
+        }
+        match root {
             DataFusionError::ResourcesExhausted(m) => SqlError::Limit(m.clone()),
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)

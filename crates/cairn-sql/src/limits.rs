@@ -41,16 +41,35 @@ pub fn check(sql: &str, max_bytes: usize, max_depth: usize) -> Result<(), String
     Ok(())
 }
 
-/// One parenthesis level: operators of the current expression, the deepest
+/// What opened a level: its closing token ends it.
+#[derive(Default, Clone, Copy, PartialEq)]
+enum Opener {
+    #[default]
+    Root,
+    /// `(`, closed by `)`.
+    Paren,
+    /// `[`, closed by `]` (array literals and subscripts).
+    Bracket,
+    /// `CASE`, closed by `END`: its arms are expressions of their own,
+    /// nested one level below the expression the `CASE` stands in.
+    Case,
+}
+
+/// One level of nesting: operators of the current expression, the deepest
 /// level nested in it, and the deepest expression finished so far.
 #[derive(Default)]
 struct Level {
+    opener: Opener,
     ops: usize,
     child: usize,
     best: usize,
 }
 
 impl Level {
+    fn new(opener: Opener) -> Self {
+        Self { opener, ..Self::default() }
+    }
+
     fn end_expression(&mut self) {
         self.best = self.best.max(self.ops + self.child);
         self.ops = 0;
@@ -58,73 +77,86 @@ impl Level {
     }
 }
 
+/// Closes the innermost level if `opener` opened it (a stray closer is
+/// left to the parser), counting it as one level below its parent.
+fn close(levels: &mut Vec<Level>, opener: Opener) {
+    if levels.len() > 1 && levels.last().is_some_and(|l| l.opener == opener) {
+        pop(levels);
+    }
+}
+
+fn pop(levels: &mut Vec<Level>) {
+    if let Some(mut done) = levels.pop() {
+        done.end_expression();
+        if let Some(parent) = levels.last_mut() {
+            parent.child = parent.child.max(1 + done.best);
+        }
+    }
+}
+
 /// An upper bound on expression depth in `tokens`.
 pub fn depth_bound(tokens: &[Token]) -> usize {
-    let mut levels = vec![Level::default()];
+    let mut levels = vec![Level::new(Opener::Root)];
     for t in tokens {
         match t {
-            Token::LParen => levels.push(Level::default()),
-            Token::RParen => {
-                if levels.len() > 1
-                    && let Some(mut done) = levels.pop()
-                {
-                    done.end_expression();
-                    if let Some(parent) = levels.last_mut() {
-                        parent.child = parent.child.max(1 + done.best);
-                    }
-                }
-            }
+            Token::LParen => levels.push(Level::new(Opener::Paren)),
+            Token::RParen => close(&mut levels, Opener::Paren),
+            Token::LBracket => levels.push(Level::new(Opener::Bracket)),
+            Token::RBracket => close(&mut levels, Opener::Bracket),
             Token::Comma | Token::SemiColon => {
                 if let Some(l) = levels.last_mut() {
                     l.end_expression();
                 }
             }
-            Token::Word(w) => {
-                let l = levels.last_mut();
-                match w.keyword {
-                    // Clause keywords and CASE arms start a new expression.
-                    Keyword::SELECT
-                    | Keyword::FROM
-                    | Keyword::WHERE
-                    | Keyword::GROUP
-                    | Keyword::HAVING
-                    | Keyword::ORDER
-                    | Keyword::LIMIT
-                    | Keyword::OFFSET
-                    | Keyword::UNION
-                    | Keyword::EXCEPT
-                    | Keyword::INTERSECT
-                    | Keyword::JOIN
-                    | Keyword::ON
-                    | Keyword::WITH
-                    | Keyword::CASE
-                    | Keyword::WHEN
-                    | Keyword::THEN
-                    | Keyword::ELSE
-                    | Keyword::END => {
-                        if let Some(l) = l {
-                            l.end_expression();
-                        }
+            Token::Word(w) => match w.keyword {
+                Keyword::CASE => {
+                    // The CASE is an operand of the expression around it.
+                    if let Some(l) = levels.last_mut() {
+                        l.ops += 1;
                     }
-                    Keyword::AND
-                    | Keyword::OR
-                    | Keyword::NOT
-                    | Keyword::IS
-                    | Keyword::LIKE
-                    | Keyword::ILIKE
-                    | Keyword::SIMILAR
-                    | Keyword::BETWEEN
-                    | Keyword::IN
-                    | Keyword::AT
-                    | Keyword::COLLATE
-                    | Keyword::DIV => {
-                        if let Some(l) = l {
-                            l.ops += 1;
-                        }
-                    }
-                    _ => {}
+                    levels.push(Level::new(Opener::Case));
                 }
-            }
+                Keyword::END => close(&mut levels, Opener::Case),
+                // Clause keywords and CASE arms start a new expression.
+                Keyword::SELECT
+                | Keyword::FROM
+                | Keyword::WHERE
+                | Keyword::GROUP
+                | Keyword::HAVING
+                | Keyword::ORDER
+                | Keyword::LIMIT
+                | Keyword::OFFSET
+                | Keyword::UNION
+                | Keyword::EXCEPT
+                | Keyword::INTERSECT
+                | Keyword::JOIN
+                | Keyword::ON
+                | Keyword::WITH
+                | Keyword::WHEN
+                | Keyword::THEN
+                | Keyword::ELSE => {
+                    if let Some(l) = levels.last_mut() {
+                        l.end_expression();
+                    }
+                }
+                Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::IS
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::SIMILAR
+                | Keyword::BETWEEN
+                | Keyword::IN
+                | Keyword::AT
+                | Keyword::COLLATE
+                | Keyword::DIV => {
+                    if let Some(l) = levels.last_mut() {
+                        l.ops += 1;
+                    }
+                }
+                _ => {}
+            },
             Token::Whitespace(_)
             | Token::Number(..)
             | Token::Char(_)
@@ -141,12 +173,7 @@ pub fn depth_bound(tokens: &[Token]) -> usize {
         }
     }
     while levels.len() > 1 {
-        if let Some(mut done) = levels.pop() {
-            done.end_expression();
-            if let Some(parent) = levels.last_mut() {
-                parent.child = parent.child.max(1 + done.best);
-            }
-        }
+        pop(&mut levels);
     }
     levels.last_mut().map_or(0, |root| {
         root.end_expression();
@@ -173,6 +200,18 @@ mod tests {
         assert!(depth(&format!("SELECT {} FROM samples", cols.join(", "))) < 10);
         assert!(depth("SELECT CASE WHEN a > 1 THEN 'x' WHEN a > 2 THEN 'y' ELSE 'z' END FROM t") < 10);
         assert!(depth("SELECT metric, avg(value) FROM samples WHERE metric = 'up' GROUP BY metric") < 10);
+    }
+
+    #[test]
+    fn case_arms_and_brackets_do_not_break_a_chain() {
+        let case_chain = vec!["a = 1 OR CASE WHEN b THEN 1 ELSE 0 END = 1"; 1500].join(" OR ");
+        assert!(depth(&format!("SELECT * FROM t WHERE {case_chain}")) >= 1500);
+        let nested: String = "CASE WHEN a THEN ".repeat(700) + "1" + &" END".repeat(700);
+        assert!(depth(&format!("SELECT {nested}")) >= 700);
+        let bracket_chain = vec!["x[1, 2] = 1"; 1500].join(" OR ");
+        assert!(depth(&format!("SELECT * FROM t WHERE {bracket_chain}")) >= 1500);
+        let list: Vec<String> = (0..3000).map(|i| i.to_string()).collect();
+        assert!(depth(&format!("SELECT [{}]", list.join(", "))) < 10);
     }
 
     #[test]

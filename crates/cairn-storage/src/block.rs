@@ -312,17 +312,22 @@ struct ObjectReader {
 const FOOTER_PREFETCH: usize = 256 * 1024;
 
 impl AsyncFileReader for ObjectReader {
+    // Bytes are counted once they arrived: a fetch that hangs reads nothing
+    // (the store tells a hung object store from a slow query by this).
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        (self.counter)(range.end - range.start);
         Box::pin(async move {
-            self.store.get_range(&self.path, range).await.map_err(|e| ParquetError::External(Box::new(e)))
+            let got = self.store.get_range(&self.path, range).await.map_err(|e| ParquetError::External(Box::new(e)))?;
+            (self.counter)(got.len() as u64);
+            Ok(got)
         })
     }
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        (self.counter)(ranges.iter().map(|r| r.end - r.start).sum());
         Box::pin(async move {
-            self.store.get_ranges(&self.path, &ranges).await.map_err(|e| ParquetError::External(Box::new(e)))
+            let got =
+                self.store.get_ranges(&self.path, &ranges).await.map_err(|e| ParquetError::External(Box::new(e)))?;
+            (self.counter)(got.iter().map(|b| b.len() as u64).sum());
+            Ok(got)
         })
     }
 
@@ -503,13 +508,11 @@ impl BlockReader {
         (0..schema.num_columns()).find(|&i| schema.column(i).path().parts()[0] == name)
     }
 
-    /// Series matching all `matchers` with samples in `[start, end]`, in
-    /// row order. Every matcher must be satisfiable on this block's
-    /// columns (an absent label reads as the empty value).
     /// Series matching all `matchers` with their samples in `[start, end]`
-    /// (with `latest_only`, the newest only). Batches are decoded as they
-    /// arrive and `budget` is charged per series, so a query over its
-    /// limit stops reading.
+    /// (with `latest_only`, the newest only), in row order. An absent
+    /// label reads as the empty value. Batches are decoded as they arrive
+    /// and `budget` is charged per series, so a query over its limit stops
+    /// reading.
     pub async fn select(
         &self,
         matchers: &[Matcher],

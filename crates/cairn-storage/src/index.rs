@@ -52,10 +52,15 @@ async fn read_generation(store: &dyn ObjectStore, tenant: &TenantId, g: u64) -> 
     }
 }
 
-/// The newest generation by listing (start-up and recovery only).
-async fn newest_by_listing(store: &dyn ObjectStore, tenant: &TenantId) -> Result<u64> {
+/// Every generation in the bucket, by listing.
+async fn generations(store: &dyn ObjectStore, tenant: &TenantId) -> Result<Vec<u64>> {
     let objects: Vec<_> = store.list(Some(&paths::index_dir(tenant))).try_collect().await?;
-    Ok(objects.iter().filter_map(|o| paths::index_generation(&o.location)).max().unwrap_or(0))
+    Ok(objects.iter().filter_map(|o| paths::index_generation(&o.location)).collect())
+}
+
+/// The newest generation by listing.
+async fn newest_by_listing(store: &dyn ObjectStore, tenant: &TenantId) -> Result<u64> {
+    Ok(generations(store, tenant).await?.into_iter().max().unwrap_or(0))
 }
 
 /// Reads the newest index at or after generation `from` (0 = list to find
@@ -81,8 +86,20 @@ pub async fn read_latest(store: &dyn ObjectStore, tenant: &TenantId, from: u64) 
     Ok(current.unwrap_or(BucketIndex { version: 1, ..Default::default() }))
 }
 
+/// Attempts of [`update`] before it gives up on a bucket that keeps
+/// changing under it.
+const MAX_ATTEMPTS: usize = 100;
+
 /// Applies `change` to the newest index and writes it as the next
-/// generation, retrying on conflict with a concurrent writer.
+/// generation, retrying on conflict with a concurrent writer. Returns the
+/// newest index, which holds the change.
+///
+/// `change` must be idempotent (add a block only if absent, and so on):
+/// after writing, the newest index is checked by applying `change` again.
+/// A writer slower than [`KEEP_GENERATIONS`] others can read generation N,
+/// and then create N+1 after the others trimmed it: the create succeeds,
+/// but the newest generation is far ahead and lacks the change. The check
+/// finds that, and the change is applied again on top of the newest.
 pub async fn update(
     store: &Arc<dyn ObjectStore>,
     tenant: &TenantId,
@@ -90,7 +107,7 @@ pub async fn update(
     mut change: impl FnMut(&mut BucketIndex),
 ) -> Result<BucketIndex> {
     let mut from = known;
-    loop {
+    for _ in 0..MAX_ATTEMPTS {
         let mut idx = read_latest(store.as_ref(), tenant, from).await?;
         change(&mut idx);
         idx.version = 1;
@@ -99,18 +116,40 @@ pub async fn update(
         let body = PutPayload::from(serde_json::to_vec(&idx)?);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match store.put_opts(&paths::index(tenant, idx.generation), body, opts).await {
-            Ok(_) => {
-                if idx.generation > KEEP_GENERATIONS {
-                    // Best effort: a failed delete only leaves an old object.
-                    let _ = store.delete(&paths::index(tenant, idx.generation - KEEP_GENERATIONS)).await;
-                }
-                return Ok(idx);
-            }
+            Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
                 from = idx.generation;
                 continue;
             }
             Err(e) => return Err(e.into()),
+        }
+        // Only the newest generation, found by listing, counts.
+        let listed = generations(store.as_ref(), tenant).await?;
+        let newest = listed.iter().copied().max().unwrap_or(0);
+        trim(store.as_ref(), tenant, &listed, newest).await;
+        if newest <= idx.generation {
+            return Ok(idx);
+        }
+        let latest = read_latest(store.as_ref(), tenant, newest).await?;
+        let mut again = latest.clone();
+        change(&mut again);
+        if again.blocks == latest.blocks && again.deletion_marks == latest.deletion_marks {
+            // Later writers built on this one.
+            return Ok(latest);
+        }
+        from = latest.generation;
+    }
+    Err(crate::Error::Unavailable(format!(
+        "the bucket index of tenant {tenant} changed under every one of {MAX_ATTEMPTS} attempts to update it"
+    )))
+}
+
+/// Deletes generations more than [`KEEP_GENERATIONS`] behind `newest`
+/// (best effort: a failed delete only leaves an old object).
+async fn trim(store: &dyn ObjectStore, tenant: &TenantId, listed: &[u64], newest: u64) {
+    for &g in listed {
+        if g.saturating_add(KEEP_GENERATIONS) < newest {
+            let _ = store.delete(&paths::index(tenant, g)).await;
         }
     }
 }
@@ -131,9 +170,7 @@ mod tests {
             let (store, tenant) = (store.clone(), tenant.clone());
             tasks.push(tokio::spawn(async move {
                 for i in 0..5u128 {
-                    update(&store, &tenant, 0, |idx| idx.blocks.push(test_meta(w * 100 + i, 10)))
-                        .await
-                        .expect("update");
+                    update(&store, &tenant, 0, |idx| add(idx, w * 100 + i)).await.expect("update");
                 }
             }));
         }
@@ -142,12 +179,48 @@ mod tests {
         }
         let idx = read_latest(store.as_ref(), &tenant, 0).await.expect("read");
         assert_eq!(idx.blocks.len(), 40, "every writer's every entry is there");
-        assert_eq!(idx.generation, 40);
+        assert!(idx.generation >= 40, "generation {}", idx.generation);
         // Old generations were trimmed.
         let left: Vec<_> = store.list(Some(&paths::index_dir(&tenant))).try_collect().await.expect("list");
         assert!(left.len() <= KEEP_GENERATIONS as usize + 1, "{} generations kept", left.len());
-        // A reader that knew an old generation catches up by name.
-        let idx = read_latest(store.as_ref(), &tenant, 33).await.expect("read");
-        assert_eq!(idx.generation, 40);
+        // A reader that knew an old generation catches up.
+        let newest = idx.generation;
+        let idx = read_latest(store.as_ref(), &tenant, newest - 7).await.expect("read");
+        assert_eq!(idx.generation, newest);
+    }
+
+    fn add(idx: &mut BucketIndex, id: u128) {
+        if !idx.contains(Ulid(id)) {
+            idx.blocks.push(test_meta(id, 10));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_slower_than_the_trimming_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
+        let tenant = TenantId::new("t").expect("tenant");
+        let mut stalled = false;
+        let idx = update(&store, &tenant, 0, |idx| {
+            if !stalled {
+                stalled = true;
+                // While this writer holds generation 0 in hand, others write
+                // ten generations and trim the one it is about to create.
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(async {
+                        for i in 0..10 {
+                            update(&store, &tenant, 0, |idx| add(idx, 100 + i)).await.expect("update");
+                        }
+                    })
+                });
+            }
+            add(idx, 1);
+        })
+        .await
+        .expect("update");
+        assert!(idx.contains(Ulid(1)), "the slow writer's change is in the index it returns");
+        let newest = read_latest(store.as_ref(), &tenant, 0).await.expect("read");
+        assert_eq!(newest.blocks.len(), 11, "{:?}", newest.blocks.iter().map(|b| b.id).collect::<Vec<_>>());
+        assert!(newest.generation > 10);
     }
 }

@@ -8,9 +8,10 @@
 //! - reads for a query give up at three quarters of the time the query
 //!   has left (its [`ReadContext`] deadline), so that the heads' answer
 //!   still arrives in time;
-//! - after a failed or timed-out read, queries skip object storage for
-//!   [`OUTAGE_BACKOFF`] and fail at once with `Unavailable`, which the
-//!   querier turns into a warning on an answer from the heads.
+//! - after a failed read, or a wait of a second or more in which nothing
+//!   at all was read, queries skip object storage for [`OUTAGE_BACKOFF`]
+//!   and fail at once with `Unavailable`, which the querier turns into a
+//!   warning on an answer from the heads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -20,7 +21,9 @@ use async_trait::async_trait;
 use cairn_common::metrics::Registry;
 use cairn_common::push::MetricMetadata;
 use cairn_common::status::ServiceError;
-use cairn_common::storage::{LabelsRequest, Queryable, ReadContext, SelectRequest, Series, merge_series};
+use cairn_common::storage::{
+    LabelsRequest, Queryable, ReadContext, SelectRequest, Series, charge_strings, labels_bytes, merge_series,
+};
 use cairn_common::{Labels, MatchOp, Matcher, TenantId};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
@@ -39,6 +42,8 @@ use crate::{Error, Result, paths};
 const READ_CONCURRENCY: usize = 8;
 /// How long queries skip object storage after it failed them.
 pub const OUTAGE_BACKOFF: Duration = Duration::from_secs(10);
+/// The shortest wait without an answer that counts as an outage.
+const MIN_OUTAGE_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct StoreMetrics {
@@ -329,11 +334,19 @@ impl BlockStore {
                 .await
         };
         let budget = ctx.and_then(|c| c.deadline()).map(|d| d.saturating_duration_since(Instant::now()) * 3 / 4);
+        let read_before = self.inner.metrics.read_bytes.get();
         let result = match budget {
             Some(b) => match tokio::time::timeout(b, work).await {
                 Ok(r) => r,
                 Err(_) => {
-                    self.note_outage("a read timed out");
+                    // The query's own time ran out. That shows object
+                    // storage failing only if the wait was long enough to
+                    // tell and nothing at all was read from it meanwhile
+                    // (by any query): a short timeout or a heavy query
+                    // must not turn storage off for everyone.
+                    if b >= MIN_OUTAGE_WAIT && self.inner.metrics.read_bytes.get() == read_before {
+                        self.note_outage("a read timed out");
+                    }
                     return Err(Error::Unavailable(format!(
                         "object storage did not answer within {b:.0?}, three quarters of the time the query had left"
                     )));
@@ -361,8 +374,7 @@ impl BlockStore {
                 if let Some(ctx) = &req.ctx
                     && !out.contains(&labels)
                 {
-                    let bytes: usize = labels.iter().map(|l| 48 + l.name.len() + l.value.len()).sum();
-                    ctx.charge(bytes).map_err(Error::Limit)?;
+                    ctx.charge(labels_bytes(&labels)).map_err(Error::Limit)?;
                 }
                 out.insert(labels);
             }
@@ -407,7 +419,9 @@ impl Queryable for BlockStore {
         let names: BTreeSet<String> = if req.matcher_sets.is_empty() {
             let answers = self
                 .each_block(tenant, req.start, req.end, req.ctx.as_deref(), |r| async move {
-                    Ok(r.label_names().map(str::to_owned).collect::<Vec<_>>())
+                    let names = r.label_names().map(str::to_owned).collect::<Vec<_>>();
+                    charge_strings(req.ctx.as_deref(), &names).map_err(Error::Limit)?;
+                    Ok(names)
                 })
                 .await?;
             answers.into_iter().flatten().collect()
@@ -432,7 +446,9 @@ impl Queryable for BlockStore {
             let set = &set;
             let answers = self
                 .each_block(tenant, start, end, req.ctx.as_deref(), |r| async move {
-                    r.label_values(name, set, start, end).await
+                    let values = r.label_values(name, set, start, end).await?;
+                    charge_strings(req.ctx.as_deref(), &values).map_err(Error::Limit)?;
+                    Ok(values)
                 })
                 .await?;
             values.extend(answers.into_iter().flatten());

@@ -117,12 +117,19 @@ impl Drop for InFlight {
     }
 }
 
-/// A request body that fails once its deadline passes: a client that
-/// trickles its body cannot hold a request open.
+/// A request body that fails once its deadline passes (none: no limit): a
+/// client that trickles its body cannot hold a request open.
 struct DeadlineBody<B> {
     inner: B,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
+}
+
+impl<B> DeadlineBody<B> {
+    fn new(inner: B, timeout: Duration) -> Self {
+        let deadline = (!timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(timeout)));
+        Self { inner, deadline, timeout }
+    }
 }
 
 impl<B> HttpBody for DeadlineBody<B>
@@ -137,9 +144,36 @@ where
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        ready!(self.deadline.as_mut().poll(cx));
+        let Some(deadline) = self.deadline.as_mut() else { return Poll::Pending };
+        ready!(deadline.as_mut().poll(cx));
         let msg = format!("the request body did not arrive within {:?} (--server.http-read-timeout)", self.timeout);
         Poll::Ready(Some(Err(Box::new(io::Error::new(io::ErrorKind::TimedOut, msg)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that holds its request's in-flight slot and keeps its
+/// connection busy until the body is sent (or dropped), so a client that
+/// reads its answer slowly still counts against the limits.
+struct HeldBody {
+    inner: Body,
+    _slot: Option<OwnedSemaphorePermit>,
+    _busy: InFlight,
+}
+
+impl HttpBody for HeldBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -214,7 +248,7 @@ pub async fn serve_http(listener: TcpListener, app: Router, bounds: HttpBounds, 
                 async move {
                     // Health checks and metrics are answered even when the
                     // server sheds load: an overloaded process is not dead.
-                    let _slot = if is_ops(req.uri().path()) {
+                    let slot = if is_ops(req.uri().path()) {
                         None
                     } else {
                         match inflight.try_acquire_owned() {
@@ -222,24 +256,20 @@ pub async fn serve_http(listener: TcpListener, app: Router, bounds: HttpBounds, 
                             Err(_) => return Ok::<_, std::convert::Infallible>(overloaded(bounds.max_inflight)),
                         }
                     };
-                    let _busy = InFlight::start(&activity);
+                    let busy = InFlight::start(&activity);
                     let (parts, body) = req.into_parts();
-                    let body = DeadlineBody {
-                        inner: body,
-                        deadline: Box::pin(tokio::time::sleep(bounds.read_timeout)),
-                        timeout: bounds.read_timeout,
-                    };
-                    let req = Request::from_parts(parts, Body::new(body));
+                    let req = Request::from_parts(parts, Body::new(DeadlineBody::new(body, bounds.read_timeout)));
                     // A panic while serving one request fails that request,
                     // not the connection or anything else.
-                    Ok(match catch_panic_async(app.oneshot(req)).await {
+                    let response = match catch_panic_async(app.oneshot(req)).await {
                         Ok(Ok(r)) => r,
                         Ok(Err(never)) => match never {},
                         Err(panic) => {
                             error!(error = %panic, "a request handler panicked");
                             internal_error()
                         }
-                    })
+                    };
+                    Ok(response.map(|inner| Body::new(HeldBody { inner, _slot: slot, _busy: busy })))
                 }
             })
         };
@@ -361,4 +391,111 @@ pub fn grpc_incoming(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::routing::{get, post};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn bounds(read_timeout: Duration, max_inflight: usize) -> HttpBounds {
+        HttpBounds {
+            read_header_timeout: Duration::from_secs(5),
+            read_timeout,
+            idle_timeout: Duration::from_secs(5),
+            conn_limit: 16,
+            max_inflight,
+        }
+    }
+
+    async fn start(bounds: HttpBounds) -> (SocketAddr, Shutdown) {
+        let app = Router::new()
+            .route(
+                "/echo",
+                post(|body: Bytes| async move { body.len().to_string() })
+                    .layer(axum::extract::DefaultBodyLimit::disable()),
+            )
+            .route("/forever", get(|| async { Body::from_stream(futures::stream::pending::<io::Result<Bytes>>()) }))
+            .route("/panic", get(|| async { if true { panic!("boom") } else { "" } }))
+            .route("/-/healthy", get(|| async { "ok" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Shutdown::new();
+        tokio::spawn(serve_http(listener, app, bounds, stop.clone()));
+        (addr, stop)
+    }
+
+    /// Sends `head`, then `body` in two halves `pause` apart; returns the
+    /// status line.
+    async fn exchange(addr: SocketAddr, head: &str, body: &[u8], pause: Duration) -> String {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(head.as_bytes()).await.expect("head");
+        let (a, b) = body.split_at(body.len() / 2);
+        s.write_all(a).await.expect("first half");
+        tokio::time::sleep(pause).await;
+        let _ = s.write_all(b).await;
+        let mut buf = vec![0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("answer").unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_owned()
+    }
+
+    fn post_head(len: usize) -> String {
+        format!("POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n")
+    }
+
+    #[tokio::test]
+    async fn a_zero_read_timeout_means_no_limit() {
+        let (addr, stop) = start(bounds(Duration::ZERO, 8)).await;
+        let status = exchange(addr, &post_head(10), b"0123456789", Duration::from_millis(300)).await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_body_slower_than_the_read_timeout_fails() {
+        let (addr, stop) = start(bounds(Duration::from_millis(100), 8)).await;
+        let fast = exchange(addr, &post_head(10), b"0123456789", Duration::ZERO).await;
+        assert_eq!(fast, "HTTP/1.1 200 OK");
+        let slow = exchange(addr, &post_head(10), b"0123456789", Duration::from_millis(500)).await;
+        assert!(!slow.contains("200"), "a trickled body is refused: {slow:?}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_response_still_being_sent_holds_its_in_flight_slot() {
+        let (addr, stop) = start(bounds(Duration::from_secs(5), 1)).await;
+        // The first request's answer never ends: its slot stays taken.
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        first.write_all(b"GET /forever HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+        let mut buf = vec![0; 1024];
+        let n = first.read(&mut buf).await.expect("headers");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let second = exchange(addr, &post_head(2), b"ok", Duration::ZERO).await;
+        assert_eq!(second, "HTTP/1.1 503 Service Unavailable");
+        let health =
+            exchange(addr, "GET /-/healthy HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", b"", Duration::ZERO)
+                .await;
+        assert_eq!(health, "HTTP/1.1 200 OK", "health checks bypass the limit");
+        // Once the client hangs up, the slot is free again.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let third = exchange(addr, &post_head(2), b"ok", Duration::ZERO).await;
+        assert_eq!(third, "HTTP/1.1 200 OK");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_handler_panic_answers_500_and_the_server_goes_on() {
+        let (addr, stop) = start(bounds(Duration::from_secs(5), 8)).await;
+        let status =
+            exchange(addr, "GET /panic HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", b"", Duration::ZERO).await;
+        assert_eq!(status, "HTTP/1.1 500 Internal Server Error");
+        let after = exchange(addr, &post_head(2), b"ok", Duration::ZERO).await;
+        assert_eq!(after, "HTTP/1.1 200 OK");
+        stop.cancel();
+    }
 }

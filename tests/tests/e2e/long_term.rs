@@ -282,6 +282,19 @@ async fn queries_answer_from_the_heads_while_storage_is_down() {
 
     s3.resume().expect("storage back");
     tokio::time::sleep(Duration::from_secs(11)).await;
+    // A client's own short timeout says nothing about storage: it does not
+    // turn storage off for the queries after it.
+    for _ in 0..3 {
+        let short = c
+            .get(cairn.url("/api/v1/query"))
+            .query(&[("query", "sum(count_over_time(node_cpu_seconds_total[1h]))"), ("timeout", "1ms")])
+            .send()
+            .await
+            .expect("answer");
+        // Partial (the blocks ran out of time), timed out, or whole.
+        assert!([200, 503].contains(&short.status().as_u16()), "{short:?}");
+    }
+    assert_eq!(total_samples(&c, &cairn, now_ms()).await, whole, "whole answers after short timeouts");
     s3.freeze().expect("storage hangs");
     let (warnings, took) = ask("frozen").await;
     assert!(warnings.contains("could not be read"), "frozen: {warnings}");

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use cairn_common::metrics::Registry;
 use cairn_common::push::{MetricMetadata, MetricType, PushBatch, PushSeries, RejectReason};
 use cairn_common::sample::stale_nan;
+use cairn_common::time::MAX_SAMPLE_TIME_MS;
 use cairn_common::{Labels, MatchOp, Matcher, Sample, TenantId};
 
 use super::{DbOptions, TenantDb};
@@ -196,4 +197,20 @@ fn samples_outside_the_storable_range_are_refused_and_dropped_at_replay() {
     let db = open(dir.path(), opts(0));
     assert_eq!(read(&db, "a"), bits(&[(10, 1.0), (40, 4.0)]));
     assert_eq!(db.head().time_bounds(), Some((10, 40)));
+}
+
+#[test]
+fn a_checkpoint_with_samples_past_the_storable_range_keeps_the_rest_of_the_series() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = open(dir.path(), opts(0));
+        db.push(&batch(vec![series("a", &[(10, 1.0), (20, 2.0)])])).expect("push");
+        // What a version that did not check could have stored.
+        let s = db.head().all_series().pop().expect("series");
+        s.data.lock().append(MAX_SAMPLE_TIME_MS + 1, 3.0);
+        db.checkpoint().expect("checkpoint").expect("written");
+    }
+    let db = open(dir.path(), opts(0));
+    assert_eq!(read(&db, "a"), bits(&[(10, 1.0), (20, 2.0)]), "the acknowledged samples stay");
+    assert_eq!(db.head().time_bounds(), Some((10, 20)));
 }

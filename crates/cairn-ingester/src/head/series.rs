@@ -230,6 +230,28 @@ impl SeriesData {
         dropped
     }
 
+    /// Drops every sample outside `[start, end]`, re-encoding what is kept
+    /// in order. Returns how many samples were dropped.
+    pub fn retain_within(&mut self, start: i64, end: i64) -> u64 {
+        match (self.min_time(), self.max_time()) {
+            (Some(min), Some(max)) if min < start || max > end => {}
+            _ => return 0,
+        }
+        let mut all = Vec::new();
+        self.snapshot(i64::MIN, i64::MAX).decode_into(i64::MIN, i64::MAX, &mut all);
+        let mut kept = SeriesData::default();
+        let mut dropped = 0;
+        for s in all {
+            if (start..=end).contains(&s.t) {
+                kept.append(s.t, s.v);
+            } else {
+                dropped += 1;
+            }
+        }
+        *self = kept;
+        dropped
+    }
+
     pub fn is_empty(&self) -> bool {
         self.head.is_none() && self.closed.is_empty() && self.ooo.is_none()
     }
@@ -352,6 +374,26 @@ mod tests {
         d.append(10_000, 1.0);
         assert_eq!(d.last(), Some((10_000, 1.0)));
         assert_eq!(samples(&d).len(), 101);
+    }
+
+    #[test]
+    fn retaining_a_range_keeps_exactly_the_samples_in_it() {
+        let mut d = SeriesData::default();
+        for i in 0..1000 {
+            d.append(i * 10, i as f64);
+        }
+        d.insert_ooo(-5, 0.5);
+        assert_eq!(d.retain_within(i64::MIN, i64::MAX), 0);
+        let before = samples(&d);
+        let dropped = d.retain_within(0, 5_000);
+        let want: Vec<_> = before.iter().copied().filter(|s| (0..=5_000).contains(&s.0)).collect();
+        assert_eq!(samples(&d), want);
+        assert_eq!(dropped as usize, before.len() - want.len());
+        assert_eq!((d.min_time(), d.max_time()), (Some(0), Some(5_000)));
+        d.append(5_010, 1.0);
+        assert_eq!(d.last(), Some((5_010, 1.0)), "appends continue after the last kept sample");
+        assert_eq!(d.retain_within(100_000, 200_000), 502);
+        assert!(d.is_empty());
     }
 
     #[test]

@@ -50,6 +50,9 @@ fn unknown_keys_and_bad_values_are_named() {
     let (flags, m) = parse(&["--http.listen-address", "nowhere"]);
     let err = Config::load(&flags, &m, None).expect_err("bad address").to_string();
     assert!(err.contains("nowhere"), "{err}");
+    let (flags, m) = parse(&["--query.timeout=0s"]);
+    let err = Config::load(&flags, &m, None).expect_err("no time to answer").to_string();
+    assert!(err.contains("querier.timeout must be positive"), "{err}");
 }
 
 /// docs/configuration.md holds the defaults and every flag.
