@@ -39,62 +39,6 @@ pub trait ReadContext: Send + Sync + std::fmt::Debug {
     fn warn(&self, _message: String) {}
 }
 
-/// A [`ReadContext`] for lookups of series and labels: a deadline, a
-/// warnings list, and what the lookup copies charged to the memory budget
-/// all queries share (returned when the lookup ends).
-#[derive(Debug, Default)]
-pub struct LookupContext {
-    pub deadline: Option<std::time::Instant>,
-    reservation: Option<crate::memory::Reservation>,
-    warnings: parking_lot::Mutex<std::collections::BTreeSet<String>>,
-    /// The first charge refused, which fails the lookup even where a tier
-    /// turned it into a warning.
-    refused: parking_lot::Mutex<Option<ServiceError>>,
-}
-
-impl LookupContext {
-    pub fn new(deadline: Option<std::time::Instant>, budget: Option<Arc<crate::memory::MemoryBudget>>) -> Arc<Self> {
-        Arc::new(Self {
-            deadline,
-            reservation: budget.map(crate::memory::Reservation::new),
-            warnings: Default::default(),
-            refused: Default::default(),
-        })
-    }
-
-    /// The error of a refused charge, if one was refused.
-    pub fn take_refusal(&self) -> Option<ServiceError> {
-        self.refused.lock().take()
-    }
-
-    pub fn take_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut *self.warnings.lock()).into_iter().collect()
-    }
-}
-
-impl ReadContext for LookupContext {
-    fn charge(&self, bytes: usize) -> Result<(), ServiceError> {
-        let Some(r) = &self.reservation else { return Ok(()) };
-        r.grow(bytes, 0).map_err(|e| {
-            let code = match &e {
-                crate::memory::ReserveError::Budget(b) if b.transient() => crate::ErrorCode::Unavailable,
-                _ => crate::ErrorCode::Execution,
-            };
-            let e = ServiceError::new(code, e.to_string());
-            self.refused.lock().get_or_insert_with(|| e.clone());
-            e
-        })
-    }
-
-    fn deadline(&self) -> Option<std::time::Instant> {
-        self.deadline
-    }
-
-    fn warn(&self, message: String) {
-        self.warnings.lock().insert(message);
-    }
-}
-
 /// Bytes a series read for a query holds: its samples and some overhead.
 pub fn series_bytes(samples: usize) -> usize {
     96usize.saturating_add(samples.saturating_mul(16))

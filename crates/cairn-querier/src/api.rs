@@ -10,13 +10,14 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cairn_common::status::ServiceError;
-use cairn_common::storage::{LabelsRequest, LookupContext};
+use cairn_common::storage::LabelsRequest;
 use cairn_common::tenant::TENANT_HEADER;
 use cairn_common::time::{MAX_TIME_MS, MIN_TIME_MS, now_ms};
 use cairn_common::{ErrorCode, Matcher, TenantId};
 use cairn_promql::{Engine, EngineOptions, EvalError, QueryResult, QueryValue};
 use promql_parser::parser::Expr;
 
+use crate::lookup::LookupContext;
 use crate::params::{Params, invalid, limit_param, parse_duration, time_param};
 use crate::{Querier, json};
 

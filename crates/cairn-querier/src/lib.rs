@@ -17,6 +17,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod json;
+pub mod lookup;
 pub mod params;
 pub mod tiers;
 
