@@ -297,27 +297,44 @@ impl<W: Write + Send> BlockWriter<W> {
     }
 }
 
-/// Reads a block file from object storage by ranges, counting the bytes
-/// it fetches (for the `bytes read` metric, and for tests that check how
-/// little a selective query reads).
+/// Reads a block file's column data from object storage by ranges,
+/// counting the bytes it fetches (for the `bytes read` metric, and for
+/// tests that check how little a selective query reads). Each fetched
+/// range has its page headers checked (`parquet_guard`) before the decoder
+/// sees them.
 struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     path: object_store::path::Path,
-    size: u64,
     counter: Arc<dyn Fn(u64) + Send + Sync>,
+    /// File offsets of every page the offset index lists, sorted.
+    pages: Arc<[u64]>,
+}
+
+impl ObjectReader {
+    fn check(&self, range: &Range<u64>, got: &Bytes) -> parquet::errors::Result<()> {
+        let first = self.pages.partition_point(|&p| p <= range.start);
+        let starts = self.pages[first..].iter().take_while(|&&p| p < range.end).map(|&p| (p - range.start) as usize);
+        crate::parquet_guard::check_pages(got, starts)
+            .map_err(|msg| ParquetError::General(format!("bytes {}..{}: {msg}", range.start, range.end)))
+    }
 }
 
 /// Bytes fetched from the end of the file when the footer is loaded: the
 /// footer and page index of most blocks fit, so they take one request.
-const FOOTER_PREFETCH: usize = 256 * 1024;
+const FOOTER_PREFETCH: u64 = 256 * 1024;
 
 impl AsyncFileReader for ObjectReader {
     // Bytes are counted once they arrived: a fetch that hangs reads nothing
     // (the store tells a hung object store from a slow query by this).
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         Box::pin(async move {
-            let got = self.store.get_range(&self.path, range).await.map_err(|e| ParquetError::External(Box::new(e)))?;
+            let got = self
+                .store
+                .get_range(&self.path, range.clone())
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))?;
             (self.counter)(got.len() as u64);
+            self.check(&range, &got)?;
             Ok(got)
         })
     }
@@ -327,23 +344,20 @@ impl AsyncFileReader for ObjectReader {
             let got =
                 self.store.get_ranges(&self.path, &ranges).await.map_err(|e| ParquetError::External(Box::new(e)))?;
             (self.counter)(got.iter().map(|b| b.len() as u64).sum());
+            for (range, got) in ranges.iter().zip(&got) {
+                self.check(range, got)?;
+            }
             Ok(got)
         })
     }
 
+    // The footer is loaded and checked by `BlockReader::open`, and readers
+    // are built with it; the decoder never loads it through this reader.
     fn get_metadata<'a>(
         &'a mut self,
         _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        Box::pin(async move {
-            let size = self.size;
-            let md = ParquetMetaDataReader::new()
-                .with_page_index_policy(PageIndexPolicy::Optional)
-                .with_prefetch_hint(Some(FOOTER_PREFETCH))
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(md))
-        })
+        Box::pin(async { Err(ParquetError::General("block metadata is loaded by BlockReader::open".into())) })
     }
 }
 
@@ -355,6 +369,8 @@ pub struct BlockReader {
     size: u64,
     meta: ArrowReaderMetadata,
     counter: Arc<dyn Fn(u64) + Send + Sync>,
+    /// File offsets of the pages the offset index lists, sorted.
+    pages: Arc<[u64]>,
 }
 
 impl std::fmt::Debug for BlockReader {
@@ -369,6 +385,84 @@ async fn guarded<T>(block: &object_store::path::Path, read: impl Future<Output =
     cairn_common::task::catch_panic_async(read).await.unwrap_or_else(|panic| {
         Err(Error::Corrupt { block: block.to_string(), msg: format!("the Parquet reader failed: {panic}") })
     })
+}
+
+/// Loads the footer and page index of a block: the tail of the file, the
+/// footer if it is longer, and the page index if it lies before both.
+/// Each structure is checked (`parquet_guard`) before the decoder parses
+/// the bytes, which it then does from this buffer alone.
+async fn load_metadata(
+    store: &Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    size: u64,
+    counter: &(dyn Fn(u64) + Send + Sync),
+) -> Result<ParquetMetaData> {
+    let corrupt = |msg: String| Error::Corrupt { block: path.to_string(), msg };
+    if size < 12 {
+        return Err(corrupt(format!("{size} bytes is too small for a Parquet file")));
+    }
+    let fetch = |range: Range<u64>| async move {
+        let got = store.get_range(path, range).await?;
+        counter(got.len() as u64);
+        Ok::<_, Error>(got)
+    };
+    let mut start = size.saturating_sub(FOOTER_PREFETCH);
+    let mut tail = fetch(start..size).await?;
+    let trailer = &tail[tail.len() - 8..];
+    if &trailer[4..] != b"PAR1" {
+        return Err(corrupt("the file does not end in the Parquet magic".into()));
+    }
+    let footer_len = u64::from(u32::from_le_bytes(trailer[..4].try_into().expect("four bytes")));
+    let footer_start = (size - 8)
+        .checked_sub(footer_len)
+        .filter(|&s| s >= 4)
+        .ok_or_else(|| corrupt(format!("a footer of {footer_len} bytes does not fit in a file of {size}")))?;
+    let prepend = |tail: Bytes, more: Bytes| {
+        let mut all = Vec::with_capacity(more.len() + tail.len());
+        all.extend_from_slice(&more);
+        all.extend_from_slice(&tail);
+        Bytes::from(all)
+    };
+    if footer_start < start {
+        tail = prepend(tail, fetch(footer_start..start).await?);
+        start = footer_start;
+    }
+    let indexes =
+        crate::parquet_guard::check_footer(&tail[(footer_start - start) as usize..tail.len() - 8]).map_err(corrupt)?;
+    // Page index structures lie between the column data and the footer.
+    let mut structs = Vec::new();
+    for location in indexes {
+        for ((offset, len), column) in [(location.offset_index, false), (location.column_index, true)]
+            .into_iter()
+            .filter_map(|(l, c)| Some((l?, c)))
+        {
+            let range = u64::try_from(offset)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(o, l)| Some(o..o.checked_add(l)?))
+                .filter(|r| r.start >= 4 && r.end <= footer_start)
+                .ok_or_else(|| corrupt(format!("a page index at {offset} of {len} bytes is outside the file")))?;
+            structs.push((range, column));
+        }
+    }
+    if let Some(first) = structs.iter().map(|(r, _)| r.start).min()
+        && first < start
+    {
+        tail = prepend(tail, fetch(first..start).await?);
+        start = first;
+    }
+    for (range, column) in &structs {
+        let bytes = &tail[(range.start - start) as usize..(range.end - start) as usize];
+        let checked = if *column {
+            crate::parquet_guard::check_column_index(bytes)
+        } else {
+            crate::parquet_guard::check_offset_index(bytes)
+        };
+        checked.map_err(corrupt)?;
+    }
+    let mut reader = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional);
+    reader.try_parse_sized(&tail, size)?;
+    Ok(reader.finish()?)
 }
 
 /// Which rows a read wants: all matchers match, samples overlap `[start, end]`.
@@ -397,10 +491,15 @@ impl BlockReader {
         size: u64,
         counter: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Result<Self> {
-        let mut input = ObjectReader { store: store.clone(), path: path.clone(), size, counter: counter.clone() };
+        let metadata = load_metadata(&store, &path, size, counter.as_ref()).await?;
         let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let meta = ArrowReaderMetadata::load_async(&mut input, opts).await?;
-        let reader = Self { store, path, size, meta, counter };
+        let meta = ArrowReaderMetadata::try_new(Arc::new(metadata), opts)?;
+        let mut pages: Vec<u64> = (meta.metadata().offset_index().into_iter().flatten().flatten())
+            .flat_map(|column| column.page_locations().iter().map(|p| p.offset as u64))
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        let reader = Self { store, path, size, meta, counter, pages: pages.into() };
         reader.check_version()?;
         Ok(reader)
     }
@@ -428,7 +527,7 @@ impl BlockReader {
 
     /// Heap bytes the loaded footer and page index take.
     pub fn memory_size(&self) -> usize {
-        self.meta.metadata().memory_size()
+        self.meta.metadata().memory_size() + self.pages.len() * size_of::<u64>()
     }
 
     pub fn rows(&self) -> usize {
@@ -454,8 +553,8 @@ impl BlockReader {
         ObjectReader {
             store: self.store.clone(),
             path: self.path.clone(),
-            size: self.size,
             counter: self.counter.clone(),
+            pages: self.pages.clone(),
         }
     }
 

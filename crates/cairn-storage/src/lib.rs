@@ -20,6 +20,7 @@ pub mod error;
 pub mod fuzz;
 pub mod index;
 pub mod meta;
+mod parquet_guard;
 pub mod paths;
 pub mod retention;
 pub mod store;

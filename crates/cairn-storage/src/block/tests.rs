@@ -331,3 +331,111 @@ async fn reads_format_v1_files() {
         assert!(same(&g.samples, s), "{l:?}: {:?} != {s:?}", g.samples);
     }
 }
+
+/// Every page header of a block Cairn writes passes the check the reader
+/// runs before decoding: whole column chunks, and each page the offset
+/// index lists.
+#[tokio::test]
+async fn the_page_header_check_passes_every_page_cairn_writes() {
+    let data: Data = (0..300)
+        .map(|i| {
+            let l = Labels::from_pairs([("__name__", "m"), ("i", format!("{i:04}").as_str())]);
+            (l, (0..200).map(|t| Sample::new(t * 15_000, (t * i) as f64 / 7.0)).collect())
+        })
+        .collect();
+    let (bytes, _) =
+        write_bytes(&data, &WriteOptions { row_group_series: 100, page_bytes: 1024, ..Default::default() });
+    let o = open(bytes.clone()).await;
+    let md = o.reader.meta.metadata();
+    let offsets = md.offset_index().expect("offset index");
+    let mut pages = 0;
+    for (rg, columns) in offsets.iter().enumerate() {
+        for (c, index) in columns.iter().enumerate() {
+            let (start, len) = md.row_group(rg).column(c).byte_range();
+            let chunk = &bytes[start as usize..(start + len) as usize];
+            let starts: Vec<usize> =
+                index.page_locations().iter().map(|p| (p.offset as u64 - start) as usize).collect();
+            pages += starts.len();
+            assert_eq!(
+                crate::parquet_guard::check_pages(chunk, starts.iter().copied()),
+                Ok(()),
+                "row group {rg} column {c}"
+            );
+            for p in index.page_locations() {
+                let at = p.offset as usize;
+                let page = &bytes[at..at + p.compressed_page_size as usize];
+                assert_eq!(crate::parquet_guard::check_pages(page, []), Ok(()));
+            }
+        }
+    }
+    assert!(pages > 100, "the block has many pages ({pages})");
+    let got = o.reader.select(&all(), 0, i64::MAX, false, None).await.expect("select");
+    assert_eq!(got.len(), 300);
+}
+
+/// A block whose page header declares a list of billions of booleans in a
+/// field the decoder skips (found by fuzzing): the read is refused at once,
+/// before the decoder would spin on it.
+#[tokio::test]
+async fn a_page_header_declaring_billions_of_values_is_refused() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fuzz/regressions/block_file/page-header-with-a-huge-bool-list"
+    );
+    let o = open(std::fs::read(path).expect("the fuzz regression input")).await;
+    let mut refused = 0;
+    for latest in [false, true] {
+        match o.reader.select(&all(), i64::MIN, i64::MAX, latest, None).await {
+            Err(e) => {
+                assert!(e.to_string().contains("declares more values"), "{e}");
+                refused += 1;
+            }
+            Ok(got) => panic!("read {} series from a forged block", got.len()),
+        }
+    }
+    assert_eq!(refused, 2);
+}
+
+/// `file` with `fields` put first in its footer (fields are delta-encoded,
+/// so what follows them is shifted; the decoder would fail later, after
+/// the work the forged fields cost).
+fn with_footer_prefix(file: &[u8], fields: &[u8]) -> Vec<u8> {
+    let n = file.len();
+    let len = u32::from_le_bytes(file[n - 8..n - 4].try_into().expect("4 bytes")) as usize;
+    let footer = n - 8 - len;
+    let mut out = file[..footer].to_vec();
+    out.extend_from_slice(fields);
+    out.extend_from_slice(&file[footer..n - 8]);
+    out.extend_from_slice(&((len + fields.len()) as u32).to_le_bytes());
+    out.extend_from_slice(b"PAR1");
+    out
+}
+
+/// Footers forged to make the decoder spin or reserve gigabytes are
+/// refused when the block is opened, before the decoder parses them.
+#[tokio::test]
+async fn forged_footers_are_refused_at_open() {
+    let golden = std::fs::read(GOLDEN_V1).expect("golden file");
+    let cases: [(&[u8], &str); 4] = [
+        // Field 100, unknown: a list of 2^31-1 booleans.
+        (&[0x09, 0xc8, 0x01, 0xf1, 0xff, 0xff, 0xff, 0xff, 0x07], "an unknown field 100"),
+        // Row groups (field 4): a list of 2^31-1 structs in a few kilobytes.
+        (&[0x49, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07], "a list of 2147483647 values"),
+        // Version (field 1) declared as a list.
+        (&[0x19, 0x15], "field 1 declared with type 9"),
+        // A string longer than the footer.
+        (&[0x68, 0xff, 0xff, 0x03], "byte string with"),
+    ];
+    for (fields, want) in cases {
+        let bytes = with_footer_prefix(&golden, fields);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
+        let path = object_store::path::Path::from("b/data.parquet");
+        let size = bytes.len() as u64;
+        store.put(&path, PutPayload::from(bytes)).await.expect("put");
+        match BlockReader::open(store, path, size, Arc::new(|_| {})).await {
+            Err(Error::Corrupt { msg, .. }) => assert!(msg.contains(want), "{msg}"),
+            other => panic!("{want}: {other:?}"),
+        }
+    }
+}
