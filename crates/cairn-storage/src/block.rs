@@ -40,6 +40,7 @@ use parquet::file::statistics::Statistics;
 use parquet::schema::types::ColumnPath;
 
 use crate::meta::FORMAT_VERSION;
+use crate::parquet_guard;
 use crate::{Error, Result};
 
 /// Prefix of the column holding a label: `l___name__`, `l_job`, ...
@@ -308,13 +309,19 @@ struct ObjectReader {
     counter: Arc<dyn Fn(u64) + Send + Sync>,
     /// File offsets of every page the offset index lists, sorted.
     pages: Arc<[u64]>,
+    /// Column chunks (byte ranges, sorted) whose pages' repetition levels
+    /// are checked too: those of repeated columns in which the read skips
+    /// rows (see [`parquet_guard::check_pages`]).
+    repeated: Vec<(Range<u64>, parquet_guard::Repeated)>,
 }
 
 impl ObjectReader {
     fn check(&self, range: &Range<u64>, got: &Bytes) -> parquet::errors::Result<()> {
         let first = self.pages.partition_point(|&p| p <= range.start);
         let starts = self.pages[first..].iter().take_while(|&&p| p < range.end).map(|&p| (p - range.start) as usize);
-        crate::parquet_guard::check_pages(got, starts)
+        let chunk = self.repeated.partition_point(|(c, _)| c.start <= range.start);
+        let repeated = chunk.checked_sub(1).map(|i| &self.repeated[i]).filter(|(c, _)| range.start < c.end);
+        parquet_guard::check_pages(got, starts, repeated.map(|(_, r)| *r))
             .map_err(|msg| ParquetError::General(format!("bytes {}..{}: {msg}", range.start, range.end)))
     }
 }
@@ -428,7 +435,7 @@ async fn load_metadata(
         start = footer_start;
     }
     let indexes =
-        crate::parquet_guard::check_footer(&tail[(footer_start - start) as usize..tail.len() - 8]).map_err(corrupt)?;
+        parquet_guard::check_footer(&tail[(footer_start - start) as usize..tail.len() - 8]).map_err(corrupt)?;
     // Page index structures lie between the column data and the footer.
     let mut structs = Vec::new();
     for location in indexes {
@@ -453,11 +460,8 @@ async fn load_metadata(
     }
     for (range, column) in &structs {
         let bytes = &tail[(range.start - start) as usize..(range.end - start) as usize];
-        let checked = if *column {
-            crate::parquet_guard::check_column_index(bytes)
-        } else {
-            crate::parquet_guard::check_offset_index(bytes)
-        };
+        let checked =
+            if *column { parquet_guard::check_column_index(bytes) } else { parquet_guard::check_offset_index(bytes) };
         checked.map_err(corrupt)?;
     }
     let mut reader = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional);
@@ -549,13 +553,60 @@ impl BlockReader {
         self.meta.schema().index_of(name).ok()
     }
 
-    fn input(&self) -> ObjectReader {
+    /// A reader of the column data of row groups `groups`, of which the
+    /// read takes the rows `selection` picks (all when `None`).
+    fn input(&self, groups: &[usize], selection: Option<&RowSelection>) -> ObjectReader {
         ObjectReader {
             store: self.store.clone(),
             path: self.path.clone(),
             counter: self.counter.clone(),
             pages: self.pages.clone(),
+            repeated: selection.map(|s| self.partly_read_repeated_chunks(groups, s)).unwrap_or_default(),
         }
+    }
+
+    /// The repeated column chunks of the row groups in which `selection`
+    /// skips some rows but not all (of every group, if the selection does
+    /// not add up to the groups' rows), with how their pages are stored.
+    fn partly_read_repeated_chunks(
+        &self,
+        groups: &[usize],
+        selection: &RowSelection,
+    ) -> Vec<(Range<u64>, parquet_guard::Repeated)> {
+        let md = self.meta.metadata();
+        let schema = md.file_metadata().schema_descr();
+        let rows: Vec<Option<usize>> =
+            groups.iter().map(|&g| usize::try_from(md.row_group(g).num_rows()).ok()).collect();
+        let consistent = rows.iter().try_fold(0usize, |sum, r| sum.checked_add((*r)?))
+            == Some(selection.row_count() + selection.skipped_row_count());
+        let mut rest = selection.clone();
+        let mut out = Vec::new();
+        for (&g, rows) in groups.iter().zip(rows) {
+            if consistent {
+                let rows = rows.unwrap_or_default();
+                let selected = rest.split_off(rows).row_count();
+                if selected == 0 || selected == rows {
+                    continue;
+                }
+            }
+            let group = md.row_group(g);
+            for c in 0..schema.num_columns().min(group.num_columns()) {
+                let zstd = match group.column(c).compression() {
+                    Compression::ZSTD(_) => true,
+                    Compression::UNCOMPRESSED => false,
+                    // The decoder has no other codec.
+                    _ => continue,
+                };
+                let max_rep = schema.column(c).max_rep_level();
+                if max_rep > 0 {
+                    let (start, len) = group.column(c).byte_range();
+                    let bit_width = (u16::BITS - max_rep.unsigned_abs().leading_zeros()) as u8;
+                    out.push((start..start.saturating_add(len), parquet_guard::Repeated { bit_width, zstd }));
+                }
+            }
+        }
+        out.sort_by_key(|(r, _)| r.start);
+        out
     }
 
     /// Row groups whose label statistics allow a match.
@@ -639,7 +690,8 @@ impl BlockReader {
         for c in [COL_TIMESTAMPS, COL_VALUE_SCALE, COL_VALUES_INT, COL_VALUES_FLOAT] {
             roots.extend(self.column(c));
         }
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(self.input(), self.meta.clone())
+        let input = self.input(&groups, Some(&selection));
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(input, self.meta.clone())
             .with_row_groups(groups)
             .with_row_selection(selection)
             .with_projection(ProjectionMask::roots(&schema, roots))
@@ -670,7 +722,8 @@ impl BlockReader {
         };
         let schema = self.meta.metadata().file_metadata().schema_descr_ptr();
         let label_cols = self.label_roots();
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(self.input(), self.meta.clone())
+        let input = self.input(&groups, Some(&selection));
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(input, self.meta.clone())
             .with_row_groups(groups)
             .with_row_selection(selection)
             .with_projection(ProjectionMask::roots(&schema, label_cols))
@@ -704,7 +757,8 @@ impl BlockReader {
             return Ok(Vec::new());
         };
         let schema = self.meta.metadata().file_metadata().schema_descr_ptr();
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(self.input(), self.meta.clone())
+        let input = self.input(&groups, Some(&selection));
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(input, self.meta.clone())
             .with_row_groups(groups)
             .with_row_selection(selection)
             .with_projection(ProjectionMask::roots(&schema, [col]))
@@ -746,7 +800,7 @@ impl BlockReader {
         roots.sort_unstable();
         roots.dedup();
         let schema = self.meta.metadata().file_metadata().schema_descr_ptr();
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(self.input(), self.meta.clone())
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(self.input(&groups, None), self.meta.clone())
             .with_row_groups(groups.clone())
             .with_projection(ProjectionMask::roots(&schema, roots))
             .build()?;

@@ -26,7 +26,9 @@
 //!   start. It mirrors the decoder's reads field by field, including where
 //!   the decoder ignores the declared type of a known field; where the
 //!   decoder would fail (end of input, an invalid type, a missing field),
-//!   the walk stops and lets the decoder report its own error.
+//!   the walk stops and lets the decoder report its own error. Where the
+//!   read skips rows inside pages of a list column, each data page's
+//!   repetition levels are counted too ([`check_repetition_levels`]).
 
 /// Steps allowed beyond two per byte of the range.
 const MARGIN: u64 = 4096;
@@ -64,7 +66,14 @@ type Walk<T> = Result<T, Halt>;
 /// Headers start at offset 0 and at each of `starts` (page offsets from the
 /// offset index, relative to `buf`); from each, the next header follows the
 /// page's compressed size, as the decoder reads a chunk front to back.
-pub(crate) fn check_pages(buf: &[u8], starts: impl IntoIterator<Item = usize>) -> Result<(), String> {
+///
+/// With `repeated`, each data page's repetition levels are checked too
+/// (see [`check_repetition_levels`]).
+pub(crate) fn check_pages(
+    buf: &[u8],
+    starts: impl IntoIterator<Item = usize>,
+    repeated: Option<Repeated>,
+) -> Result<(), String> {
     let mut walker = Walker { buf, pos: 0, steps: 0, budget: 2 * buf.len() as u64 + MARGIN };
     let mut seen = std::collections::HashSet::new();
     for start in std::iter::once(0).chain(starts) {
@@ -72,8 +81,21 @@ pub(crate) fn check_pages(buf: &[u8], starts: impl IntoIterator<Item = usize>) -
         while at < buf.len() && seen.insert(at) {
             walker.pos = at;
             match walker.page_header() {
-                Ok(Some(size)) if size >= 0 => at = walker.pos + size as usize,
-                Ok(_) | Err(Halt::Fails) => break,
+                Ok(header) => {
+                    let Some(size) = header.compressed.and_then(|s| usize::try_from(s).ok()) else { break };
+                    let data = &buf[walker.pos.min(buf.len())..(walker.pos + size).min(buf.len())];
+                    if let Some(r) = repeated
+                        && let Err(found) = check_repetition_levels(&header, data, r)
+                    {
+                        return Err(format!(
+                            "the page at byte {at} of a {} byte range holds {found} repetition levels for {} values",
+                            buf.len(),
+                            header.values.max(header.values_v2)
+                        ));
+                    }
+                    at = walker.pos + size;
+                }
+                Err(Halt::Fails) => break,
                 Err(Halt::Overspent) => {
                     return Err(format!(
                         "the page header at byte {at} of a {} byte range declares more values than it could hold",
@@ -242,21 +264,23 @@ impl Walker<'_> {
         if ty == BOOL_TRUE || ty == BOOL_FALSE { Ok(true) } else { Err(Halt::Fails) }
     }
 
-    /// A page header read without its statistics: returns the compressed
-    /// page size (`None` when the header lacks it) and leaves the cursor
-    /// on the page's first byte.
-    fn page_header(&mut self) -> Walk<Option<i32>> {
-        let mut compressed = None;
+    /// A page header read without its statistics, leaving the cursor on
+    /// the page's first byte.
+    fn page_header(&mut self) -> Walk<Header> {
+        let mut h = Header::default();
         self.fields(|w, _ty, id| {
             match id {
-                // type, uncompressed size, compressed size, crc
-                1 | 2 | 4 => {
+                1 => h.kind = w.i32()?,
+                // uncompressed size, crc
+                2 | 4 => {
                     w.i32()?;
                 }
-                3 => compressed = Some(w.i32()?),
+                3 => h.compressed = Some(w.i32()?),
                 // data page: num_values and three encodings; statistics skipped
                 5 => w.fields(|w, _, id| match id {
-                    1..=4 => w.i32().map(|_| true),
+                    1 => w.i32().map(|n| h.values = n).map(|_| true),
+                    2 | 3 => w.i32().map(|_| true),
+                    4 => w.i32().map(|e| h.repetition_encoding = e).map(|_| true),
                     _ => Ok(false),
                 })?,
                 // index page: no fields
@@ -269,7 +293,9 @@ impl Walker<'_> {
                 })?,
                 // data page v2: six integers, is_compressed; statistics skipped
                 8 => w.fields(|w, ty, id| match id {
-                    1..=6 => w.i32().map(|_| true),
+                    1 => w.i32().map(|n| h.values_v2 = n).map(|_| true),
+                    2..=5 => w.i32().map(|_| true),
+                    6 => w.i32().map(|n| h.repetition_bytes_v2 = n).map(|_| true),
                     7 => Self::bool_field(ty),
                     _ => Ok(false),
                 })?,
@@ -277,8 +303,127 @@ impl Walker<'_> {
             }
             Ok(true)
         })?;
-        Ok(compressed)
+        Ok(h)
     }
+}
+
+/// What a page header says of its page (what the repetition level check
+/// needs).
+#[derive(Default)]
+struct Header {
+    /// The page type: 0 a data page, 2 a dictionary, 3 a data page v2.
+    kind: i32,
+    /// Bytes of the page after the header (`None` when the header lacks
+    /// the field).
+    compressed: Option<i32>,
+    /// Values (levels) of a data page, and how its repetition levels are
+    /// encoded.
+    values: i32,
+    repetition_encoding: i32,
+    /// Values of a data page v2, and the bytes of its repetition levels.
+    values_v2: i32,
+    repetition_bytes_v2: i32,
+}
+
+const DATA_PAGE: i32 = 0;
+const DATA_PAGE_V2: i32 = 3;
+/// The level encoding the decoder reads run by run (`RLE`); the other
+/// (`BIT_PACKED`) has its length fixed by the value count.
+const RLE: i32 = 3;
+
+/// How the pages of a column with repetition levels are stored: the bit
+/// width of its levels, and whether pages are zstd-compressed (else not
+/// compressed; the decoder refuses any other codec Cairn could meet).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Repeated {
+    pub bit_width: u8,
+    pub zstd: bool,
+}
+
+/// Checks that a data page of a repeated column holds as many repetition
+/// levels as it declares values. The decoder, skipping rows inside a page
+/// whose levels run out early, loops forever without reading anything
+/// (parquet 59.3; reading them instead fails cleanly). `data` is the page
+/// after its header, as far as the range holds it. `Ok` also when the
+/// decoder would fail on the page by itself.
+fn check_repetition_levels(h: &Header, data: &[u8], r: Repeated) -> Result<(), u64> {
+    let (values, stream): (i32, Box<dyn std::io::Read + '_>) = match h.kind {
+        DATA_PAGE if h.repetition_encoding == RLE => {
+            // A page v1: the levels first, each run after a four-byte length,
+            // all of it compressed.
+            let mut page: Box<dyn std::io::Read> = if r.zstd {
+                match zstd::stream::read::Decoder::with_buffer(data) {
+                    Ok(d) => Box::new(d),
+                    Err(_) => return Ok(()),
+                }
+            } else {
+                Box::new(data)
+            };
+            let mut len = [0u8; 4];
+            if page.read_exact(&mut len).is_err() {
+                return Ok(());
+            }
+            (h.values, Box::new(std::io::Read::take(page, u64::from(u32::from_le_bytes(len)))))
+        }
+        DATA_PAGE_V2 => {
+            // A page v2: the levels first, never compressed, their length
+            // in the header.
+            let Ok(len) = usize::try_from(h.repetition_bytes_v2) else { return Ok(()) };
+            let Some(levels) = data.get(..len) else { return Ok(()) };
+            (h.values_v2, Box::new(levels))
+        }
+        _ => return Ok(()),
+    };
+    let Ok(values) = u64::try_from(values) else { return Ok(()) };
+    match run_levels(stream, r.bit_width, values) {
+        Some(n) if n < values => Err(n),
+        _ => Ok(()),
+    }
+}
+
+/// Levels the decoder's run-length decoder yields from `stream` (runs of
+/// one repeated value, or bit-packed groups of eight; a truncated last
+/// group yields what it holds), counting at most `enough`. `None` when the
+/// decoder would fail on the stream.
+fn run_levels(stream: impl std::io::Read, bit_width: u8, enough: u64) -> Option<u64> {
+    use std::io::Read;
+    let mut bytes = std::io::BufReader::new(stream).bytes();
+    let bit_width = u64::from(bit_width.max(1));
+    let mut total = 0u64;
+    while total < enough {
+        // The run's indicator: a varint of at most ten bytes.
+        let mut indicator = 0i64;
+        let mut ended = true;
+        for shift in (0..70).step_by(7) {
+            let Some(Ok(b)) = bytes.next() else { return Some(total) };
+            indicator |= i64::from(b & 0x7f).wrapping_shl(shift);
+            if b & 0x80 == 0 {
+                ended = false;
+                break;
+            }
+        }
+        if ended || indicator == 0 {
+            return Some(total);
+        }
+        if indicator & 1 == 1 {
+            let count = u64::from((indicator >> 1).wrapping_mul(8) as u32);
+            let want = (count * bit_width).div_ceil(8);
+            let got = bytes.by_ref().take(want as usize).count() as u64;
+            let read = count.min(got * 8 / bit_width);
+            total += read;
+            if read < count {
+                return Some(total);
+            }
+        } else {
+            let count = u64::from((indicator >> 1) as u32);
+            let width = bit_width.div_ceil(8) as usize;
+            if bytes.by_ref().take(width).count() < width {
+                return None;
+            }
+            total += count;
+        }
+    }
+    Some(total)
 }
 
 /// What the strict walk expects of a value.
@@ -604,7 +749,7 @@ mod tests {
     fn plain_headers_pass_and_chain() {
         let mut two = header_with(&[]);
         two.extend(header_with(&[0x68, 0x03, b'a', b'b', b'c']));
-        assert_eq!(check_pages(&two, []), Ok(()));
+        assert_eq!(check_pages(&two, [], None), Ok(()));
     }
 
     #[test]
@@ -612,7 +757,7 @@ mod tests {
         for element in [0xf1, 0xf2] {
             let mut field = vec![0x69, element];
             field.extend(HUGE_COUNT);
-            let err = check_pages(&header_with(&field), []).unwrap_err();
+            let err = check_pages(&header_with(&field), [], None).unwrap_err();
             assert!(err.contains("declares more values"), "{err}");
         }
     }
@@ -622,7 +767,7 @@ mod tests {
         // The stream reader skips a double past the end without failing.
         let mut field = vec![0x69, 0xf7];
         field.extend(HUGE_COUNT);
-        assert!(check_pages(&field_only(&field), []).is_err());
+        assert!(check_pages(&field_only(&field), [], None).is_err());
     }
 
     /// Just the fixed fields and `unknown`, with nothing after it.
@@ -645,10 +790,10 @@ mod tests {
         }
         field.push(v as u8);
         field.extend(std::iter::repeat_n(0xe1, n as usize));
-        assert!(check_pages(&header_with(&field), []).is_err());
+        assert!(check_pages(&header_with(&field), [], None).is_err());
         // The same shape, small enough to be plausible, passes.
         let small = [0x69, 0x39, 0xe1, 0xe1, 0xe1];
-        assert_eq!(check_pages(&header_with(&small), []), Ok(()));
+        assert_eq!(check_pages(&header_with(&small), [], None), Ok(()));
     }
 
     #[test]
@@ -656,7 +801,7 @@ mod tests {
         let mut field = vec![0x6b];
         field.extend(HUGE_COUNT);
         field.push(0x11);
-        assert!(check_pages(&header_with(&field), []).is_err());
+        assert!(check_pages(&header_with(&field), [], None).is_err());
     }
 
     #[test]
@@ -670,8 +815,8 @@ mod tests {
         buf.extend(vec![0u8; 3]);
         let at = buf.len();
         buf.extend(header_with(&bad_field));
-        assert_eq!(check_pages(&buf, []), Ok(()));
-        assert!(check_pages(&buf, [at]).is_err());
+        assert_eq!(check_pages(&buf, [], None), Ok(()));
+        assert!(check_pages(&buf, [at], None).is_err());
     }
 
     #[test]
@@ -679,11 +824,11 @@ mod tests {
         // Past the skipper's depth the decoder fails by itself: no refusal.
         let mut deep = vec![0x69];
         deep.extend(std::iter::repeat_n(0x19, 100));
-        assert_eq!(check_pages(&header_with(&deep), []), Ok(()));
+        assert_eq!(check_pages(&header_with(&deep), [], None), Ok(()));
         // Truncated and invalid bytes.
-        assert_eq!(check_pages(&[0x15], []), Ok(()));
-        assert_eq!(check_pages(&[0x0e, 0xff], []), Ok(()));
-        assert_eq!(check_pages(&[], []), Ok(()));
+        assert_eq!(check_pages(&[0x15], [], None), Ok(()));
+        assert_eq!(check_pages(&[0x0e, 0xff], [], None), Ok(()));
+        assert_eq!(check_pages(&[], [], None), Ok(()));
     }
 
     /// A column index of two pages: null_pages, min and max values,
@@ -719,5 +864,53 @@ mod tests {
         assert_eq!(check_offset_index(&[offsets.clone(), vec![0x00]].concat()), Ok(()));
         offsets.extend([0x25, 0x02, 0x00]);
         assert!(check_offset_index(&offsets).unwrap_err().contains("an unknown field 3"));
+    }
+
+    #[test]
+    fn run_levels_count_as_the_decoder_yields_them() {
+        // A run of five ones; a bit-packed group of eight.
+        assert_eq!(run_levels(&[0x0a, 0x01][..], 1, u64::MAX), Some(5));
+        assert_eq!(run_levels(&[0x03, 0xff][..], 1, u64::MAX), Some(8));
+        // Two groups with one byte left: the decoder yields the first.
+        assert_eq!(run_levels(&[0x05, 0xff][..], 1, u64::MAX), Some(8));
+        // Runs one after another; a zero indicator ends the stream (padding).
+        assert_eq!(run_levels(&[0x0a, 0x01, 0x03, 0x00, 0x00, 0x0a, 0x01][..], 1, u64::MAX), Some(13));
+        // A run without its value: the decoder fails by itself.
+        assert_eq!(run_levels(&[0x0a][..], 1, u64::MAX), None);
+        // Counting stops once there are enough.
+        assert_eq!(run_levels(&[0xfe, 0xff, 0xff, 0xff, 0x0f, 0x01][..], 1, 10), Some(2_147_483_647));
+    }
+
+    /// A data page (v1, levels run-length encoded) of `values` values whose
+    /// repetition levels are `levels` (length-prefixed), zstd-compressed
+    /// when asked.
+    fn page_v1(values: i32, levels: &[u8], zstd: bool) -> (Header, Vec<u8>) {
+        let mut data = (levels.len() as u32).to_le_bytes().to_vec();
+        data.extend_from_slice(levels);
+        data.extend_from_slice(&[0u8; 16]);
+        let data = if zstd { zstd::bulk::compress(&data, 3).expect("compress") } else { data };
+        let h = Header { kind: DATA_PAGE, values, repetition_encoding: RLE, ..Default::default() };
+        (h, data)
+    }
+
+    #[test]
+    fn pages_with_fewer_repetition_levels_than_values_are_refused() {
+        let r = |zstd| Repeated { bit_width: 1, zstd };
+        for zstd in [false, true] {
+            // Five levels: enough for five values, not for six.
+            let (h, data) = page_v1(5, &[0x0a, 0x01], zstd);
+            assert_eq!(check_repetition_levels(&h, &data, r(zstd)), Ok(()));
+            let (h, data) = page_v1(6, &[0x0a, 0x01], zstd);
+            assert_eq!(check_repetition_levels(&h, &data, r(zstd)), Err(5));
+        }
+        // A page v2: levels uncompressed, their length in the header.
+        let h = Header { kind: DATA_PAGE_V2, values_v2: 9, repetition_bytes_v2: 2, ..Default::default() };
+        assert_eq!(check_repetition_levels(&h, &[0x0a, 0x01, 0xff], r(false)), Err(5));
+        // Bit-packed levels (the other encoding) and dictionary pages are
+        // not the decoder's problem.
+        let h = Header { kind: DATA_PAGE, values: 100, repetition_encoding: 4, ..Default::default() };
+        assert_eq!(check_repetition_levels(&h, &[], r(false)), Ok(()));
+        let h = Header { kind: 2, values: 100, ..Default::default() };
+        assert_eq!(check_repetition_levels(&h, &[], r(false)), Ok(()));
     }
 }

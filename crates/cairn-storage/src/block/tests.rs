@@ -348,7 +348,9 @@ async fn the_page_header_check_passes_every_page_cairn_writes() {
     let o = open(bytes.clone()).await;
     let md = o.reader.meta.metadata();
     let offsets = md.offset_index().expect("offset index");
+    let schema = md.file_metadata().schema_descr();
     let mut pages = 0;
+    let mut repeated_pages = 0;
     for (rg, columns) in offsets.iter().enumerate() {
         for (c, index) in columns.iter().enumerate() {
             let (start, len) = md.row_group(rg).column(c).byte_range();
@@ -356,18 +358,23 @@ async fn the_page_header_check_passes_every_page_cairn_writes() {
             let starts: Vec<usize> =
                 index.page_locations().iter().map(|p| (p.offset as u64 - start) as usize).collect();
             pages += starts.len();
+            // Sample columns are lists: their repetition levels are checked too.
+            let repeated =
+                (schema.column(c).max_rep_level() > 0).then_some(parquet_guard::Repeated { bit_width: 1, zstd: true });
+            repeated_pages += if repeated.is_some() { starts.len() } else { 0 };
             assert_eq!(
-                crate::parquet_guard::check_pages(chunk, starts.iter().copied()),
+                parquet_guard::check_pages(chunk, starts.iter().copied(), repeated),
                 Ok(()),
                 "row group {rg} column {c}"
             );
             for p in index.page_locations() {
                 let at = p.offset as usize;
                 let page = &bytes[at..at + p.compressed_page_size as usize];
-                assert_eq!(crate::parquet_guard::check_pages(page, []), Ok(()));
+                assert_eq!(parquet_guard::check_pages(page, [], repeated), Ok(()));
             }
         }
     }
+    assert!(repeated_pages > 50, "the block has many pages of sample columns ({repeated_pages})");
     assert!(pages > 100, "the block has many pages ({pages})");
     let got = o.reader.select(&all(), 0, i64::MAX, false, None).await.expect("select");
     assert_eq!(got.len(), 300);
@@ -438,4 +445,19 @@ async fn forged_footers_are_refused_at_open() {
             other => panic!("{want}: {other:?}"),
         }
     }
+}
+
+/// A block with a page of a sample column holding fewer repetition levels
+/// than it declares values (found by fuzzing): skipping rows inside it,
+/// the decoder would loop forever; the read is refused instead.
+#[tokio::test]
+async fn a_page_short_of_repetition_levels_is_refused() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fuzz/regressions/block_file/page-with-fewer-repetition-levels-than-values"
+    );
+    let o = open(std::fs::read(path).expect("the fuzz regression input")).await;
+    let job = [Matcher::new(MatchOp::NotEqual, "job", "").expect("matcher")];
+    let err = o.reader.select(&job, 0, 1_000_000, true, None).await.expect_err("refused");
+    assert!(err.to_string().contains("repetition levels for"), "{err}");
 }
