@@ -16,6 +16,8 @@ use std::cmp::Ordering;
 use std::io::Write;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Builder, Int8Builder, Int64Array, Int64Builder, ListBuilder,
@@ -309,6 +311,9 @@ struct ObjectReader {
     counter: Arc<dyn Fn(u64) + Send + Sync>,
     /// File offsets of every page the offset index lists, sorted.
     pages: Arc<[u64]>,
+    /// Which of `pages` had their repetition levels checked already, one
+    /// bit each (shared by the block's reads: a block never changes).
+    levels_checked: Arc<[AtomicU64]>,
     /// Column chunks (byte ranges, sorted) whose pages' repetition levels
     /// are checked too: those of repeated columns in which the read skips
     /// rows (see [`parquet_guard::check_pages`]).
@@ -321,8 +326,18 @@ impl ObjectReader {
         let starts = self.pages[first..].iter().take_while(|&&p| p < range.end).map(|&p| (p - range.start) as usize);
         let chunk = self.repeated.partition_point(|(c, _)| c.start <= range.start);
         let repeated = chunk.checked_sub(1).map(|i| &self.repeated[i]).filter(|(c, _)| range.start < c.end);
-        parquet_guard::check_pages(got, starts, repeated.map(|(_, r)| *r))
-            .map_err(|msg| ParquetError::General(format!("bytes {}..{}: {msg}", range.start, range.end)))
+        // A page's bit, by its offset in `buf`, if the offset index lists it.
+        let bit = |at: usize| {
+            let i = self.pages.binary_search(&(range.start + at as u64)).ok()?;
+            Some((&self.levels_checked[i / 64], 1u64 << (i % 64)))
+        };
+        let checked = |at: usize| bit(at).is_some_and(|(word, mask)| word.load(Relaxed) & mask != 0);
+        let newly = parquet_guard::check_pages(got, starts, repeated.map(|(_, r)| *r), &checked)
+            .map_err(|msg| ParquetError::General(format!("bytes {}..{}: {msg}", range.start, range.end)))?;
+        for (word, mask) in newly.into_iter().filter_map(bit) {
+            word.fetch_or(mask, Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -378,6 +393,8 @@ pub struct BlockReader {
     counter: Arc<dyn Fn(u64) + Send + Sync>,
     /// File offsets of the pages the offset index lists, sorted.
     pages: Arc<[u64]>,
+    /// Which of `pages` had their repetition levels checked, one bit each.
+    levels_checked: Arc<[AtomicU64]>,
 }
 
 impl std::fmt::Debug for BlockReader {
@@ -503,7 +520,8 @@ impl BlockReader {
             .collect();
         pages.sort_unstable();
         pages.dedup();
-        let reader = Self { store, path, size, meta, counter, pages: pages.into() };
+        let levels_checked = (0..pages.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        let reader = Self { store, path, size, meta, counter, pages: pages.into(), levels_checked };
         reader.check_version()?;
         Ok(reader)
     }
@@ -531,7 +549,7 @@ impl BlockReader {
 
     /// Heap bytes the loaded footer and page index take.
     pub fn memory_size(&self) -> usize {
-        self.meta.metadata().memory_size() + self.pages.len() * size_of::<u64>()
+        self.meta.metadata().memory_size() + self.pages.len() * size_of::<u64>() + self.levels_checked.len() * 8
     }
 
     pub fn rows(&self) -> usize {
@@ -561,6 +579,7 @@ impl BlockReader {
             path: self.path.clone(),
             counter: self.counter.clone(),
             pages: self.pages.clone(),
+            levels_checked: self.levels_checked.clone(),
             repeated: selection.map(|s| self.partly_read_repeated_chunks(groups, s)).unwrap_or_default(),
         }
     }

@@ -68,13 +68,17 @@ type Walk<T> = Result<T, Halt>;
 /// page's compressed size, as the decoder reads a chunk front to back.
 ///
 /// With `repeated`, each data page's repetition levels are checked too
-/// (see [`check_repetition_levels`]).
+/// (see [`check_repetition_levels`]), but for the pages (offsets in `buf`)
+/// `checked` says were checked before; returns the offsets of the pages
+/// whose levels it checked.
 pub(crate) fn check_pages(
     buf: &[u8],
     starts: impl IntoIterator<Item = usize>,
     repeated: Option<Repeated>,
-) -> Result<(), String> {
+    checked: &dyn Fn(usize) -> bool,
+) -> Result<Vec<usize>, String> {
     let mut walker = Walker { buf, pos: 0, steps: 0, budget: 2 * buf.len() as u64 + MARGIN };
+    let mut levels_checked = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for start in std::iter::once(0).chain(starts) {
         let mut at = start;
@@ -85,13 +89,16 @@ pub(crate) fn check_pages(
                     let Some(size) = header.compressed.and_then(|s| usize::try_from(s).ok()) else { break };
                     let data = &buf[walker.pos.min(buf.len())..(walker.pos + size).min(buf.len())];
                     if let Some(r) = repeated
-                        && let Err(found) = check_repetition_levels(&header, data, r)
+                        && !checked(at)
                     {
-                        return Err(format!(
-                            "the page at byte {at} of a {} byte range holds {found} repetition levels for {} values",
-                            buf.len(),
-                            header.values.max(header.values_v2)
-                        ));
+                        if let Err(found) = check_repetition_levels(&header, data, r) {
+                            return Err(format!(
+                                "the page at byte {at} of a {} byte range holds {found} repetition levels for {} values",
+                                buf.len(),
+                                header.values.max(header.values_v2)
+                            ));
+                        }
+                        levels_checked.push(at);
                     }
                     at = walker.pos + size;
                 }
@@ -105,7 +112,7 @@ pub(crate) fn check_pages(
             }
         }
     }
-    Ok(())
+    Ok(levels_checked)
 }
 
 /// A cursor over one fetched range, with the step budget of the decoder's
@@ -749,7 +756,7 @@ mod tests {
     fn plain_headers_pass_and_chain() {
         let mut two = header_with(&[]);
         two.extend(header_with(&[0x68, 0x03, b'a', b'b', b'c']));
-        assert_eq!(check_pages(&two, [], None), Ok(()));
+        assert_eq!(check_pages(&two, [], None, &|_| false), Ok(vec![]));
     }
 
     #[test]
@@ -757,7 +764,7 @@ mod tests {
         for element in [0xf1, 0xf2] {
             let mut field = vec![0x69, element];
             field.extend(HUGE_COUNT);
-            let err = check_pages(&header_with(&field), [], None).unwrap_err();
+            let err = check_pages(&header_with(&field), [], None, &|_| false).unwrap_err();
             assert!(err.contains("declares more values"), "{err}");
         }
     }
@@ -767,7 +774,7 @@ mod tests {
         // The stream reader skips a double past the end without failing.
         let mut field = vec![0x69, 0xf7];
         field.extend(HUGE_COUNT);
-        assert!(check_pages(&field_only(&field), [], None).is_err());
+        assert!(check_pages(&field_only(&field), [], None, &|_| false).is_err());
     }
 
     /// Just the fixed fields and `unknown`, with nothing after it.
@@ -790,10 +797,10 @@ mod tests {
         }
         field.push(v as u8);
         field.extend(std::iter::repeat_n(0xe1, n as usize));
-        assert!(check_pages(&header_with(&field), [], None).is_err());
+        assert!(check_pages(&header_with(&field), [], None, &|_| false).is_err());
         // The same shape, small enough to be plausible, passes.
         let small = [0x69, 0x39, 0xe1, 0xe1, 0xe1];
-        assert_eq!(check_pages(&header_with(&small), [], None), Ok(()));
+        assert_eq!(check_pages(&header_with(&small), [], None, &|_| false), Ok(vec![]));
     }
 
     #[test]
@@ -801,7 +808,7 @@ mod tests {
         let mut field = vec![0x6b];
         field.extend(HUGE_COUNT);
         field.push(0x11);
-        assert!(check_pages(&header_with(&field), [], None).is_err());
+        assert!(check_pages(&header_with(&field), [], None, &|_| false).is_err());
     }
 
     #[test]
@@ -815,8 +822,8 @@ mod tests {
         buf.extend(vec![0u8; 3]);
         let at = buf.len();
         buf.extend(header_with(&bad_field));
-        assert_eq!(check_pages(&buf, [], None), Ok(()));
-        assert!(check_pages(&buf, [at], None).is_err());
+        assert_eq!(check_pages(&buf, [], None, &|_| false), Ok(vec![]));
+        assert!(check_pages(&buf, [at], None, &|_| false).is_err());
     }
 
     #[test]
@@ -824,11 +831,11 @@ mod tests {
         // Past the skipper's depth the decoder fails by itself: no refusal.
         let mut deep = vec![0x69];
         deep.extend(std::iter::repeat_n(0x19, 100));
-        assert_eq!(check_pages(&header_with(&deep), [], None), Ok(()));
+        assert_eq!(check_pages(&header_with(&deep), [], None, &|_| false), Ok(vec![]));
         // Truncated and invalid bytes.
-        assert_eq!(check_pages(&[0x15], [], None), Ok(()));
-        assert_eq!(check_pages(&[0x0e, 0xff], [], None), Ok(()));
-        assert_eq!(check_pages(&[], [], None), Ok(()));
+        assert_eq!(check_pages(&[0x15], [], None, &|_| false), Ok(vec![]));
+        assert_eq!(check_pages(&[0x0e, 0xff], [], None, &|_| false), Ok(vec![]));
+        assert_eq!(check_pages(&[], [], None, &|_| false), Ok(vec![]));
     }
 
     /// A column index of two pages: null_pages, min and max values,

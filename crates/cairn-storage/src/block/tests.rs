@@ -363,14 +363,14 @@ async fn the_page_header_check_passes_every_page_cairn_writes() {
                 (schema.column(c).max_rep_level() > 0).then_some(parquet_guard::Repeated { bit_width: 1, zstd: true });
             repeated_pages += if repeated.is_some() { starts.len() } else { 0 };
             assert_eq!(
-                parquet_guard::check_pages(chunk, starts.iter().copied(), repeated),
-                Ok(()),
+                parquet_guard::check_pages(chunk, starts.iter().copied(), repeated, &|_| false).map(|c| c.len()),
+                Ok(if repeated.is_some() { starts.len() } else { 0 }),
                 "row group {rg} column {c}"
             );
             for p in index.page_locations() {
                 let at = p.offset as usize;
                 let page = &bytes[at..at + p.compressed_page_size as usize];
-                assert_eq!(parquet_guard::check_pages(page, [], repeated), Ok(()));
+                assert!(parquet_guard::check_pages(page, [], repeated, &|_| false).is_ok());
             }
         }
     }
@@ -380,16 +380,18 @@ async fn the_page_header_check_passes_every_page_cairn_writes() {
     assert_eq!(got.len(), 300);
 }
 
+/// Opens a `block_file` fuzz regression input.
+async fn open_regression(name: &str) -> Opened {
+    let path = format!("{}/../../tests/fuzz/regressions/block_file/{name}", env!("CARGO_MANIFEST_DIR"));
+    open(std::fs::read(path).expect("the fuzz regression input")).await
+}
+
 /// A block whose page header declares a list of billions of booleans in a
 /// field the decoder skips (found by fuzzing): the read is refused at once,
 /// before the decoder would spin on it.
 #[tokio::test]
 async fn a_page_header_declaring_billions_of_values_is_refused() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fuzz/regressions/block_file/page-header-with-a-huge-bool-list"
-    );
-    let o = open(std::fs::read(path).expect("the fuzz regression input")).await;
+    let o = open_regression("page-header-with-a-huge-bool-list").await;
     let mut refused = 0;
     for latest in [false, true] {
         match o.reader.select(&all(), i64::MIN, i64::MAX, latest, None).await {
@@ -452,12 +454,35 @@ async fn forged_footers_are_refused_at_open() {
 /// the decoder would loop forever; the read is refused instead.
 #[tokio::test]
 async fn a_page_short_of_repetition_levels_is_refused() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fuzz/regressions/block_file/page-with-fewer-repetition-levels-than-values"
-    );
-    let o = open(std::fs::read(path).expect("the fuzz regression input")).await;
+    let o = open_regression("page-with-fewer-repetition-levels-than-values").await;
     let job = [Matcher::new(MatchOp::NotEqual, "job", "").expect("matcher")];
     let err = o.reader.select(&job, 0, 1_000_000, true, None).await.expect_err("refused");
     assert!(err.to_string().contains("repetition levels for"), "{err}");
+}
+
+/// A read that skips rows inside row groups has the repetition levels of
+/// the pages it fetches checked once: the block remembers them.
+#[tokio::test]
+async fn repetition_levels_are_checked_once_per_page() {
+    let data: Data = (0..300)
+        .map(|i| {
+            let l = Labels::from_pairs([("__name__", "m"), ("i", format!("{i:04}").as_str())]);
+            (l, (0..200).map(|t| Sample::new(t * 15_000, t as f64)).collect())
+        })
+        .collect();
+    let (bytes, _) =
+        write_bytes(&data, &WriteOptions { row_group_series: 100, page_bytes: 1024, ..Default::default() });
+    let o = open(bytes).await;
+    let checked = || o.reader.levels_checked.iter().map(|w| w.load(AtomicOrdering::Relaxed).count_ones()).sum::<u32>();
+    assert_eq!(checked(), 0);
+    // Every row: whole row groups, nothing skipped, nothing to check.
+    assert_eq!(o.reader.select(&all(), 0, i64::MAX, false, None).await.expect("select").len(), 300);
+    assert_eq!(checked(), 0);
+    let one = [Matcher::equal("i", "0150")];
+    let got = o.reader.select(&one, 0, i64::MAX, false, None).await.expect("select");
+    assert_eq!(got.len(), 1);
+    let after_first = checked();
+    assert!(after_first > 0, "the pages of one series were checked");
+    assert_eq!(o.reader.select(&one, 0, i64::MAX, false, None).await.expect("select"), got);
+    assert_eq!(checked(), after_first);
 }
