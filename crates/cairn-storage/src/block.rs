@@ -309,11 +309,7 @@ struct ObjectReader {
     store: Arc<dyn ObjectStore>,
     path: object_store::path::Path,
     counter: Arc<dyn Fn(u64) + Send + Sync>,
-    /// File offsets of every page the offset index lists, sorted.
-    pages: Arc<[u64]>,
-    /// Which of `pages` had their repetition levels checked already, one
-    /// bit each (shared by the block's reads: a block never changes).
-    levels_checked: Arc<[AtomicU64]>,
+    pages: Arc<Pages>,
     /// Column chunks (byte ranges, sorted) whose pages' repetition levels
     /// are checked too: those of repeated columns in which the read skips
     /// rows (see [`parquet_guard::check_pages`]).
@@ -322,22 +318,62 @@ struct ObjectReader {
 
 impl ObjectReader {
     fn check(&self, range: &Range<u64>, got: &Bytes) -> parquet::errors::Result<()> {
-        let first = self.pages.partition_point(|&p| p <= range.start);
-        let starts = self.pages[first..].iter().take_while(|&&p| p < range.end).map(|&p| (p - range.start) as usize);
+        let first = self.pages.offsets.partition_point(|&p| p <= range.start);
+        let starts =
+            self.pages.offsets[first..].iter().take_while(|&&p| p < range.end).map(|&p| (p - range.start) as usize);
         let chunk = self.repeated.partition_point(|(c, _)| c.start <= range.start);
         let repeated = chunk.checked_sub(1).map(|i| &self.repeated[i]).filter(|(c, _)| range.start < c.end);
-        // A page's bit, by its offset in `buf`, if the offset index lists it.
-        let bit = |at: usize| {
-            let i = self.pages.binary_search(&(range.start + at as u64)).ok()?;
-            Some((&self.levels_checked[i / 64], 1u64 << (i % 64)))
-        };
-        let checked = |at: usize| bit(at).is_some_and(|(word, mask)| word.load(Relaxed) & mask != 0);
+        let checked = |at: usize| self.pages.levels_checked(range.start + at as u64);
         let newly = parquet_guard::check_pages(got, starts, repeated.map(|(_, r)| *r), &checked)
             .map_err(|msg| ParquetError::General(format!("bytes {}..{}: {msg}", range.start, range.end)))?;
-        for (word, mask) in newly.into_iter().filter_map(bit) {
-            word.fetch_or(mask, Relaxed);
+        for at in newly {
+            self.pages.set_levels_checked(range.start + at as u64);
         }
         Ok(())
+    }
+}
+
+/// The pages the offset index lists, and which of them had their
+/// repetition levels checked (shared by a block's reads: a block never
+/// changes).
+struct Pages {
+    /// File offsets, sorted.
+    offsets: Vec<u64>,
+    /// One bit a page of `offsets`.
+    levels_checked: Vec<AtomicU64>,
+}
+
+impl Pages {
+    fn new(metadata: &ParquetMetaData) -> Self {
+        let mut offsets: Vec<u64> = (metadata.offset_index().into_iter().flatten().flatten())
+            .flat_map(|column| column.page_locations().iter().map(|p| p.offset as u64))
+            .collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        let levels_checked = (0..offsets.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Self { offsets, levels_checked }
+    }
+
+    /// The word and mask of the bit of the page at file offset `at`.
+    fn bit(&self, at: u64) -> Option<(&AtomicU64, u64)> {
+        let i = self.offsets.binary_search(&at).ok()?;
+        Some((&self.levels_checked[i / 64], 1 << (i % 64)))
+    }
+
+    fn levels_checked(&self, at: u64) -> bool {
+        self.bit(at).is_some_and(|(word, mask)| word.load(Relaxed) & mask != 0)
+    }
+
+    /// Notes that the page at `at` had its levels checked (no-op for a
+    /// page the offset index does not list).
+    fn set_levels_checked(&self, at: u64) {
+        if let Some((word, mask)) = self.bit(at) {
+            word.fetch_or(mask, Relaxed);
+        }
+    }
+
+    fn memory_size(&self) -> usize {
+        self.offsets.len() * size_of::<u64>() + self.levels_checked.len() * size_of::<AtomicU64>()
     }
 }
 
@@ -391,10 +427,7 @@ pub struct BlockReader {
     size: u64,
     meta: ArrowReaderMetadata,
     counter: Arc<dyn Fn(u64) + Send + Sync>,
-    /// File offsets of the pages the offset index lists, sorted.
-    pages: Arc<[u64]>,
-    /// Which of `pages` had their repetition levels checked, one bit each.
-    levels_checked: Arc<[AtomicU64]>,
+    pages: Arc<Pages>,
 }
 
 impl std::fmt::Debug for BlockReader {
@@ -515,13 +548,8 @@ impl BlockReader {
         let metadata = load_metadata(&store, &path, size, counter.as_ref()).await?;
         let opts = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let meta = ArrowReaderMetadata::try_new(Arc::new(metadata), opts)?;
-        let mut pages: Vec<u64> = (meta.metadata().offset_index().into_iter().flatten().flatten())
-            .flat_map(|column| column.page_locations().iter().map(|p| p.offset as u64))
-            .collect();
-        pages.sort_unstable();
-        pages.dedup();
-        let levels_checked = (0..pages.len().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-        let reader = Self { store, path, size, meta, counter, pages: pages.into(), levels_checked };
+        let pages = Arc::new(Pages::new(meta.metadata()));
+        let reader = Self { store, path, size, meta, counter, pages };
         reader.check_version()?;
         Ok(reader)
     }
@@ -549,7 +577,7 @@ impl BlockReader {
 
     /// Heap bytes the loaded footer and page index take.
     pub fn memory_size(&self) -> usize {
-        self.meta.metadata().memory_size() + self.pages.len() * size_of::<u64>() + self.levels_checked.len() * 8
+        self.meta.metadata().memory_size() + self.pages.memory_size()
     }
 
     pub fn rows(&self) -> usize {
@@ -579,7 +607,6 @@ impl BlockReader {
             path: self.path.clone(),
             counter: self.counter.clone(),
             pages: self.pages.clone(),
-            levels_checked: self.levels_checked.clone(),
             repeated: selection.map(|s| self.partly_read_repeated_chunks(groups, s)).unwrap_or_default(),
         }
     }

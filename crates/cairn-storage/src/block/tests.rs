@@ -473,7 +473,8 @@ async fn repetition_levels_are_checked_once_per_page() {
     let (bytes, _) =
         write_bytes(&data, &WriteOptions { row_group_series: 100, page_bytes: 1024, ..Default::default() });
     let o = open(bytes).await;
-    let checked = || o.reader.levels_checked.iter().map(|w| w.load(AtomicOrdering::Relaxed).count_ones()).sum::<u32>();
+    let checked =
+        || o.reader.pages.levels_checked.iter().map(|w| w.load(AtomicOrdering::Relaxed).count_ones()).sum::<u32>();
     assert_eq!(checked(), 0);
     // Every row: whole row groups, nothing skipped, nothing to check.
     assert_eq!(o.reader.select(&all(), 0, i64::MAX, false, None).await.expect("select").len(), 300);
