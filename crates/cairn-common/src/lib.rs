@@ -12,23 +12,28 @@
 //! What lives here: label sets and matchers, samples and the staleness marker,
 //! tenant ids, Prometheus durations and timestamps, the XOR chunk codec, the
 //! error codes that map to HTTP and gRPC statuses, the storage read trait and
-//! the push trait that connect the roles, and the shutdown signal.
+//! the push trait that connect the roles, the [`service::Service`] trait every
+//! role implements, shared gRPC channels, a zero-copy reader of Prometheus's
+//! protobuf messages, and the shutdown signal.
 //!
-//! What must not: I/O, servers, or any knowledge of a particular component.
+//! What must not: servers, or any knowledge of a particular component.
 
 pub mod chunk;
 pub mod duration;
+pub mod grpc;
 pub mod labels;
 pub mod matcher;
 pub mod memory;
 pub mod metrics;
 pub mod push;
 pub mod sample;
+pub mod service;
 pub mod status;
 pub mod storage;
 pub mod task;
 pub mod tenant;
 pub mod time;
+pub mod wire;
 
 pub use duration::PromDuration;
 pub use labels::{Label, Labels, METRIC_NAME};

@@ -156,4 +156,8 @@ impl PushOutcome {
 #[async_trait]
 pub trait Pusher: Send + Sync + 'static {
     async fn push(&self, tenant: &TenantId, batch: PushBatch) -> Result<PushOutcome, ServiceError>;
+
+    /// Waits for work that pushes left running after they were answered
+    /// (a cluster's slowest replicas). Called once at shutdown.
+    async fn drain(&self) {}
 }

@@ -4,7 +4,9 @@
 //! memory.
 
 use crate::config::ValidationConfig;
-use crate::{http, validate, wire};
+use cairn_common::wire;
+
+use crate::{http, validate};
 
 /// A remote write body as it arrives: snappy, then protobuf of either
 /// version, then validation. The first byte picks the version, so that one

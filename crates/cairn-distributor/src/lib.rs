@@ -24,8 +24,8 @@ pub mod config;
 pub mod fuzz;
 pub mod http;
 pub mod metrics;
+pub mod replication;
 pub mod validate;
-pub mod wire;
 
 use std::sync::Arc;
 
@@ -101,8 +101,8 @@ impl Distributor {
     /// Decodes, validates and pushes one decompressed body.
     pub async fn write(&self, tenant: &TenantId, protocol: Protocol, body: &[u8]) -> Result<WriteResult, ServiceError> {
         let raw = match protocol {
-            Protocol::V1 => wire::decode_v1(body),
-            Protocol::V2 => wire::decode_v2(body),
+            Protocol::V1 => cairn_common::wire::decode_v1(body),
+            Protocol::V2 => cairn_common::wire::decode_v2(body),
         }
         .map_err(|e| ServiceError::bad_data(e.to_string()))?;
         let mut validated = validate::validate(raw, &self.inner.limits, cairn_common::time::now_ms());
@@ -124,5 +124,24 @@ impl Distributor {
             }
         }
         Ok(WriteResult { validated, samples_pushed, pushed })
+    }
+}
+
+#[async_trait::async_trait]
+impl cairn_common::service::Service for Distributor {
+    fn name(&self) -> &'static str {
+        "distributor"
+    }
+
+    fn http(&self) -> axum::Router {
+        http::routes(self.clone())
+    }
+
+    /// After the servers drained, waits for the replica pushes that were
+    /// still running when their requests were answered.
+    async fn run(&self, shutdown: cairn_common::Shutdown) -> Result<(), cairn_common::service::BoxError> {
+        shutdown.cancelled().await;
+        self.inner.pusher.drain().await;
+        Ok(())
     }
 }

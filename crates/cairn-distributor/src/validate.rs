@@ -10,7 +10,7 @@ use cairn_common::time::{MAX_SAMPLE_TIME_MS, MIN_SAMPLE_TIME_MS, format_ms};
 use cairn_common::{Label, Labels, METRIC_NAME};
 
 use crate::config::{NameValidation, ValidationConfig};
-use crate::wire::{RawLabel, RawRequest, RawSeries};
+use cairn_common::wire::{RawLabel, RawRequest, RawSeries};
 
 /// Why received data was dropped (the `reason` label of
 /// `cairn_distributor_discarded_samples_total`).

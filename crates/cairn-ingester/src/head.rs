@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use cairn_common::chunk::SeriesChunks;
 use cairn_common::storage::{ReadContext, Series as QuerySeries, series_bytes};
 use cairn_common::{ErrorCode, Labels, Matcher, status::ServiceError};
 use parking_lot::RwLock;
@@ -266,6 +267,20 @@ impl Head {
         Self::read(self.matching(matchers), start, end, max_series, max_samples, false, None)
     }
 
+    /// What a read of `[start, end]` needs of one series, copied out under
+    /// its lock: chunk handles, or with `latest_only` and a newest sample
+    /// inside the range, just that sample (kept decoded: no chunk to read).
+    fn copy_out(s: &Series, start: i64, end: i64, latest_only: bool) -> SeriesChunks {
+        let data = s.data.lock();
+        match data.last() {
+            Some((t, v)) if latest_only && t <= end => SeriesChunks {
+                chunks: Vec::new(),
+                samples: if t >= start { vec![cairn_common::Sample::new(t, v)] } else { Vec::new() },
+            },
+            _ => data.snapshot(start, end),
+        }
+    }
+
     /// The samples in `[start, end]` of `series` (see [`Head::select`]);
     /// with `latest_only`, just the newest of them.
     pub fn read(
@@ -281,24 +296,9 @@ impl Head {
         let mut total_samples = 0usize;
         for s in series {
             let mut samples = Vec::new();
-            let snap = {
-                let data = s.data.lock();
-                match data.last() {
-                    // The newest sample is kept decoded: no chunk to read.
-                    Some((t, v)) if latest_only && t <= end => {
-                        if t >= start {
-                            samples.push(cairn_common::Sample::new(t, v));
-                        }
-                        None
-                    }
-                    _ => Some(data.snapshot(start, end)),
-                }
-            };
-            if let Some(snap) = snap {
-                snap.decode_into(start, end, &mut samples);
-                if latest_only && samples.len() > 1 {
-                    samples.drain(..samples.len() - 1);
-                }
+            Self::copy_out(&s, start, end, latest_only).decode_into(start, end, &mut samples);
+            if latest_only && samples.len() > 1 {
+                samples.drain(..samples.len() - 1);
             }
             if samples.is_empty() {
                 continue;
@@ -307,21 +307,41 @@ impl Head {
                 b.charge(series_bytes(samples.len()))?;
             }
             total_samples += samples.len();
-            if max_samples > 0 && total_samples > max_samples {
-                return Err(ServiceError::new(
-                    ErrorCode::TooManyRequests,
-                    format!("the query would load more than {max_samples} samples from the head"),
-                ));
-            }
+            check_limits(out.len() + 1, total_samples, max_series, max_samples)?;
             out.push(QuerySeries { labels: s.labels.to_labels(), samples });
-            if max_series > 0 && out.len() > max_series {
-                return Err(ServiceError::new(
-                    ErrorCode::TooManyRequests,
-                    format!("the query would select more than {max_series} series"),
-                ));
-            }
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// The chunks holding `[start, end]` of `series`, undecoded, for a
+    /// reader in another process. The sample limit is checked against the
+    /// samples certainly in the range (the reader applies it exactly), so
+    /// it never refuses a read that fits.
+    pub fn read_chunks(
+        series: Vec<Arc<Series>>,
+        start: i64,
+        end: i64,
+        max_series: usize,
+        max_samples: usize,
+        latest_only: bool,
+    ) -> Result<Vec<(Labels, SeriesChunks)>, ServiceError> {
+        let mut out = Vec::new();
+        let mut total_samples = 0usize;
+        for s in series {
+            let chunks = Self::copy_out(&s, start, end, latest_only);
+            if chunks.chunks.is_empty() && chunks.samples.is_empty() {
+                continue;
+            }
+            total_samples = total_samples.saturating_add(chunks.surely_within(start, end).min(if latest_only {
+                1
+            } else {
+                usize::MAX
+            }));
+            check_limits(out.len() + 1, total_samples, max_series, max_samples)?;
+            out.push((s.labels.to_labels(), chunks));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
@@ -420,6 +440,24 @@ fn truncate<T>(v: &mut Vec<T>, limit: usize) {
     if limit > 0 && v.len() > limit {
         v.truncate(limit);
     }
+}
+
+/// Fails once a read holds more series or samples than allowed (0 = no
+/// limit).
+fn check_limits(series: usize, samples: usize, max_series: usize, max_samples: usize) -> Result<(), ServiceError> {
+    if max_samples > 0 && samples > max_samples {
+        return Err(ServiceError::new(
+            ErrorCode::TooManyRequests,
+            format!("the query would load more than {max_samples} samples from the head"),
+        ));
+    }
+    if max_series > 0 && series > max_series {
+        return Err(ServiceError::new(
+            ErrorCode::TooManyRequests,
+            format!("the query would select more than {max_series} series"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

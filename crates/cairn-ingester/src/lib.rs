@@ -25,6 +25,7 @@ pub mod fuzz;
 pub mod grpc;
 pub mod head;
 pub mod metrics;
+pub mod role;
 pub mod shipper;
 pub mod wal;
 
@@ -35,6 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cairn_common::chunk::SeriesChunks;
 use cairn_common::metrics::Registry;
 use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher};
 use cairn_common::status::ServiceError;
@@ -328,6 +330,38 @@ impl Ingester {
         tokio::task::spawn_blocking(move || f(this))
             .await
             .map_err(|e| ServiceError::internal(format!("ingester task failed: {e}")))?
+    }
+}
+
+impl Ingester {
+    /// A push request as it came over gRPC, decoded off the async runtime
+    /// (see `cairn_ingester_protocol::codec`).
+    pub async fn push_encoded(&self, request: bytes::Bytes) -> Result<PushOutcome, ServiceError> {
+        self.blocking(move |ing| {
+            let (tenant, batch) = cairn_ingester_protocol::codec::decode_push(&request)?;
+            drop(request);
+            ing.push_blocking(&tenant, &batch)
+        })
+        .await
+    }
+
+    /// The head chunks of the series a select matches, undecoded (see
+    /// [`head::Head::read_chunks`]).
+    pub async fn select_chunks(
+        &self,
+        tenant: &TenantId,
+        req: &SelectRequest<'_>,
+    ) -> Result<Vec<(Labels, SeriesChunks)>, ServiceError> {
+        let Some(db) = self.get_tenant(tenant).filter(|db| db.head().may_overlap(req.start, req.end)) else {
+            return Ok(Vec::new());
+        };
+        let (start, end, max_series, max_samples, latest) =
+            (req.start, req.end, req.max_series, req.max_samples, req.latest_only);
+        let series = db.head().matching(req.matchers);
+        if series.len() <= INLINE_SELECT_SERIES {
+            return head::Head::read_chunks(series, start, end, max_series, max_samples, latest);
+        }
+        self.blocking(move |_| head::Head::read_chunks(series, start, end, max_series, max_samples, latest)).await
     }
 }
 

@@ -131,6 +131,19 @@ pub struct QuerierConfig {
         default_value = "13h"
     )]
     pub query_ingesters_within: PromDuration,
+
+    /// In a cluster, a read asks only as many ingesters as a complete
+    /// answer needs. When one of them is still answering after the first
+    /// answer came in and as long again (at least this long), the ingesters
+    /// left out are asked too and the first complete set of answers wins.
+    #[arg(
+        long = "querier.ingester-hedge-delay",
+        id = "querier.ingester_hedge_delay",
+        env = "CAIRN_QUERIER_INGESTER_HEDGE_DELAY",
+        value_name = "DURATION",
+        default_value = "50ms"
+    )]
+    pub ingester_hedge_delay: PromDuration,
 }
 
 impl Default for QuerierConfig {
@@ -147,6 +160,7 @@ impl Default for QuerierConfig {
             default_subquery_step: PromDuration::from_secs(60),
             delayed_name_removal: false,
             query_ingesters_within: PromDuration::from_secs(13 * 3600),
+            ingester_hedge_delay: PromDuration::from_millis(50),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod ingesters;
 pub mod json;
 pub mod lookup;
 pub mod params;
@@ -74,5 +75,16 @@ impl Querier {
 
     pub fn config(&self) -> &QuerierConfig {
         &self.inner.cfg
+    }
+}
+
+#[async_trait::async_trait]
+impl cairn_common::service::Service for Querier {
+    fn name(&self) -> &'static str {
+        "querier"
+    }
+
+    fn http(&self) -> axum::Router {
+        api::routes(self.clone())
     }
 }

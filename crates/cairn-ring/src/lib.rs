@@ -1,13 +1,12 @@
-//! Cairn's ingester ring.
+//! Cairn's ring: membership, Raft state, placement and replication sets.
 //!
 //! Ingesters form a Raft group (openraft) whose replicated state machine is
 //! the ring: every member's address, zone, tokens, lifecycle state and last
-//! heartbeat. Distributors place each series on the ring and write it to
-//! `replication_factor` ingesters; queriers ask every live ingester and
-//! merge. See `docs/design/ring.md`.
+//! heartbeat. Any role that needs owners for its keys reads it: the
+//! distributor places series ([`replication::BatchPlan`]), the querier asks
+//! the members a complete read needs ([`replication::ReadSet`]). See
+//! `docs/design/ring.md` and `docs/design/cluster-path.md`.
 
-pub mod channels;
-pub mod client;
 pub mod config;
 pub mod http;
 pub mod network;
@@ -17,16 +16,15 @@ pub mod state;
 pub mod store;
 pub mod view;
 pub mod watcher;
-pub mod wire;
 
 use std::io::Cursor;
 
 pub use config::RingConfig;
 pub use node::RingNode;
-pub use replication::{ReplicatedPusher, ReplicatedQueryable};
+pub use replication::{BatchPlan, ReadSet, quorum};
 pub use state::{Command, CommandResult, Member, MemberState, RingState};
-pub use view::{RingSnapshot, RingView};
-pub use watcher::RingWatcher;
+pub use view::{RingSnapshot, RingView, shard_key};
+pub use watcher::{RingWatcher, RingWatcherService};
 
 openraft::declare_raft_types!(
     /// The ring's Raft types: ring commands in the log, JSON snapshots.

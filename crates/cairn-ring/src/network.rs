@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::TypeConfig;
-use crate::channels::Channels;
+use cairn_common::grpc::Channels;
 
 /// Creates connections to other members.
 #[derive(Clone, Debug, Default)]

@@ -22,13 +22,13 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::channels::{Channels, with_deadline};
 use crate::config::RingConfig;
 use crate::network::Network;
 use crate::state::{Command, Member, MemberState, RingState, node_id};
 use crate::store::{LogStore, StateMachine};
 use crate::view::{Health, RingSnapshot, RingView};
 use crate::{RingAccess, RingError, TypeConfig};
+use cairn_common::grpc::{Channels, with_deadline};
 
 /// Most times a write or heartbeat is forwarded before giving up (a leader
 /// change in flight can make two nodes point at each other briefly).
@@ -242,6 +242,7 @@ impl RingNode {
             state: MemberState::Joining,
             heartbeat_ms: cairn_common::time::now_ms(),
             registered_ms: cairn_common::time::now_ms(),
+            lost_data_ms: 0,
         };
         let mut attempt = 0u32;
         loop {

@@ -1,175 +1,147 @@
-//! Writes to and reads from replicated ingesters.
+//! Replication sets: which members a batch of keys goes to and how many of
+//! them must answer, which members a read asks and how many may be missing,
+//! and the loops that call them.
 //!
-//! - A write sends each series to the replicas the ring gives it and
-//!   succeeds once a quorum (`rf / 2 + 1`) of them has it in their WAL. The
-//!   request returns as soon as every series has its quorum; the slower
-//!   replicas still receive their copy in the background.
-//! - A read asks every ingester that may hold recent data and merges the
-//!   answers (a sample on several replicas counts once). It tolerates as
-//!   many failed ingesters as a write tolerates missing replicas
-//!   (`rf - quorum`), so every acknowledged sample is on at least one
-//!   ingester that answered.
+//! Nothing here knows what a key stands for: a distributor places series,
+//! and scrapers, rulers and compactors can place targets, groups and jobs
+//! the same way.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher, Rejection};
+use cairn_common::ErrorCode;
 use cairn_common::status::ServiceError;
-use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, merge_series, union};
-use cairn_common::{ErrorCode, Labels, TenantId};
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
-use crate::channels::Channels;
-use crate::client::IngesterClient;
 use crate::state::{Member, MemberState};
-use crate::view::{RingView, shard_key};
-use crate::wire::{self, EncodedPush};
+use crate::view::{Health, RingSnapshot};
 
-/// The replicas that must acknowledge a write.
+/// The replicas that must acknowledge a write: a majority.
 pub fn quorum(rf: usize) -> usize {
     rf / 2 + 1
 }
 
-/// Clients for ring members, built on the process's shared channels.
-#[derive(Clone, Debug)]
-pub struct Clients {
-    pub channels: Channels,
-    /// Deadline of each call to an ingester.
-    pub timeout: Duration,
-}
-
-impl Clients {
-    fn get(&self, m: &Member) -> Result<IngesterClient, ServiceError> {
-        let channel = self.channels.get(&m.addr).map_err(|e| ServiceError::new(ErrorCode::Unavailable, e))?;
-        Ok(IngesterClient::new(m.addr.clone(), channel, self.timeout))
-    }
+/// Whether an error is about the member (down, slow, failing) rather than
+/// about the request, which every member would refuse alike.
+pub fn member_failed(e: &ServiceError) -> bool {
+    matches!(e.code, ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal | ErrorCode::Canceled)
 }
 
 fn unavailable(msg: String) -> ServiceError {
     ServiceError::new(ErrorCode::Unavailable, msg)
 }
 
-/// The distributor's path to the ingesters.
-#[derive(Clone, Debug)]
-pub struct ReplicatedPusher {
-    view: RingView,
-    clients: Clients,
+/// Where a batch of keys goes: each member that owns some of them, with
+/// the indices of its keys.
+#[derive(Debug)]
+pub struct BatchPlan<'a> {
+    pub groups: Vec<(&'a Member, Vec<usize>)>,
+    /// Replicas chosen for each key.
+    replicas: Vec<usize>,
+    /// Acknowledgements each key needs.
+    need: usize,
     rf: usize,
 }
 
-impl ReplicatedPusher {
-    pub fn new(view: RingView, clients: Clients, rf: usize) -> Self {
-        Self { view, clients, rf: rf.max(1) }
-    }
-}
-
-/// Folds replicas' outcomes. Every series went to `copies` replicas on
-/// average, so counts summed over replicas are divided by it (exact when
-/// every series had the same number of replicas). Any rejection is
-/// reported, so that bad samples are answered with 400.
-fn merge_outcomes(total_samples: u64, copies: f64, outcomes: &[PushOutcome]) -> PushOutcome {
-    let per_series = |n: u64| (n as f64 / copies.max(1.0)).ceil() as u64;
-    let mut by_reason: BTreeMap<_, Rejection> = BTreeMap::new();
-    let mut created = 0;
-    for o in outcomes {
-        created += o.series_created;
-        for r in &o.rejections {
-            by_reason.entry(r.reason).or_insert_with(|| Rejection { samples: 0, ..r.clone() }).samples += r.samples;
-        }
-    }
-    let mut rejections: Vec<Rejection> = by_reason.into_values().collect();
-    for r in &mut rejections {
-        r.samples = per_series(r.samples);
-    }
-    let rejected: u64 = rejections.iter().map(|r| r.samples).sum();
-    PushOutcome {
-        samples_appended: total_samples.saturating_sub(rejected),
-        series_created: per_series(created),
-        rejections,
-    }
-}
-
-#[async_trait]
-impl Pusher for ReplicatedPusher {
-    async fn push(&self, tenant: &TenantId, batch: PushBatch) -> Result<PushOutcome, ServiceError> {
-        let snap = self.view.snapshot();
-        let health = self.view.health();
-        let need = quorum(self.rf);
-        let total_samples = batch.num_samples() as u64;
-
-        if batch.series.is_empty() {
-            return self.push_metadata(tenant, batch).await;
-        }
-
-        // Which series go to which member; each series encoded once.
-        let head = wire::encode_head(tenant, &batch.metadata);
-        let mut groups: Vec<(IngesterClient, EncodedPush)> = Vec::new();
-        let mut members: Vec<Vec<usize>> = Vec::new();
-        let mut group_of: HashMap<&str, usize> = HashMap::new();
-        let mut replicas: Vec<usize> = Vec::with_capacity(batch.series.len());
-        for (i, s) in batch.series.iter().enumerate() {
-            let chosen = snap.write_replicas(shard_key(tenant, &s.labels), self.rf, &health);
+impl<'a> BatchPlan<'a> {
+    /// Places every key on `rf` ACTIVE healthy members. Fails when a key
+    /// has fewer than a quorum of them.
+    pub fn new(snap: &'a RingSnapshot, keys: &[u32], rf: usize, health: &Health) -> Result<Self, ServiceError> {
+        let rf = rf.max(1);
+        let need = quorum(rf);
+        let placement = snap.placement(rf, health);
+        let mut groups: Vec<(&'a Member, Vec<usize>)> = Vec::new();
+        let mut group_of: Vec<Option<usize>> = vec![None; snap.members().len()];
+        let mut replicas = Vec::with_capacity(keys.len());
+        // About as many keys in each group.
+        let per_group = keys.len() * rf / snap.members().len().max(1) + 1;
+        for (i, &key) in keys.iter().enumerate() {
+            let chosen = placement.replicas(key);
             if chosen.len() < need {
                 return Err(unavailable(format!(
-                    "too few healthy ACTIVE ingesters: a write needs {need} of {} replicas, the ring has {}",
-                    self.rf,
+                    "too few healthy ACTIVE ingesters: a write needs {need} of {rf} replicas, the ring has {}",
                     chosen.len()
                 )));
             }
             replicas.push(chosen.len());
-            let encoded = wire::encode_series(s);
-            for m in chosen {
-                let g = match group_of.get(m.id.as_str()) {
-                    Some(&g) => g,
-                    None => {
-                        groups.push((self.clients.get(m)?, EncodedPush { parts: vec![head.clone()] }));
-                        members.push(Vec::new());
-                        group_of.insert(&m.id, groups.len() - 1);
-                        groups.len() - 1
-                    }
-                };
-                groups[g].1.parts.push(encoded.clone());
-                members[g].push(i);
+            for &m in chosen {
+                let m = m as usize;
+                let g = *group_of[m].get_or_insert_with(|| {
+                    groups.push((&snap.members()[m], Vec::with_capacity(per_group)));
+                    groups.len() - 1
+                });
+                groups[g].1.push(i);
             }
         }
+        Ok(Self { groups, replicas, need, rf })
+    }
 
-        // Send every group; each task runs to its end even if this request
-        // returns first, so slower replicas still get their copy.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(groups.len());
-        for (g, (client, req)) in groups.into_iter().enumerate() {
+    /// Copies per key, averaged over the batch.
+    pub fn copies(&self) -> f64 {
+        if self.replicas.is_empty() {
+            return 0.0;
+        }
+        self.replicas.iter().sum::<usize>() as f64 / self.replicas.len() as f64
+    }
+
+    /// Calls every group (`call` gets each group's index) concurrently and
+    /// returns once every key has a quorum of successes, with the answers so
+    /// far. Fails as soon as one key can no longer reach its quorum: with a
+    /// 503 naming the quorum when members failed, or with the member's own
+    /// answer when it refused the request itself (bad data, a limit).
+    ///
+    /// Calls still running when it returns (the slowest replicas) go on in
+    /// `tracker`, so that a shutdown can wait for them.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        tracker: &TaskTracker,
+        mut call: impl FnMut(usize) -> BoxFuture<'static, Result<T, ServiceError>>,
+    ) -> Result<Vec<T>, ServiceError> {
+        let n = self.replicas.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (tx, mut rx) = mpsc::channel(self.groups.len());
+        for g in 0..self.groups.len() {
             let tx = tx.clone();
-            tokio::spawn(async move {
-                let res = client.push_encoded(req).await;
+            let fut = call(g);
+            tracker.spawn(async move {
+                let res = fut.await;
                 let _ = tx.send((g, res)).await;
             });
         }
         drop(tx);
-
-        let n = batch.series.len();
         let mut ok = vec![0usize; n];
         let mut failed = vec![0usize; n];
         let mut pending = n;
-        let mut outcomes = Vec::new();
+        let mut answers = Vec::with_capacity(self.groups.len());
         while let Some((g, res)) = rx.recv().await {
             match res {
-                Ok(o) => {
-                    outcomes.push(o);
-                    for &i in &members[g] {
+                Ok(v) => {
+                    answers.push(v);
+                    for &i in &self.groups[g].1 {
                         ok[i] += 1;
-                        if ok[i] == need {
+                        if ok[i] == self.need {
                             pending -= 1;
                         }
                     }
                     if pending == 0 {
-                        let copies = members.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
-                        return Ok(merge_outcomes(total_samples, copies, &outcomes));
+                        return Ok(answers);
                     }
                 }
                 Err(e) => {
-                    for &i in &members[g] {
+                    for &i in &self.groups[g].1 {
                         failed[i] += 1;
-                        if ok[i] < need && replicas[i] - failed[i] < need {
-                            return Err(quorum_error(e, need, self.rf));
+                        if ok[i] < self.need && self.replicas[i] - failed[i] < self.need {
+                            return Err(if member_failed(&e) {
+                                unavailable(format!(
+                                    "write quorum not reached ({} of {} replicas needed): {}",
+                                    self.need, self.rf, e.message
+                                ))
+                            } else {
+                                e
+                            });
                         }
                     }
                 }
@@ -179,202 +151,123 @@ impl Pusher for ReplicatedPusher {
     }
 }
 
-/// Whether an ingester's error is about the ingester (down, slow, failing)
-/// rather than about the request, which every replica would refuse alike.
-fn replica_failed(e: &ServiceError) -> bool {
-    matches!(e.code, ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal | ErrorCode::Canceled)
+/// The members a read asks, and how many of them may be missing.
+#[derive(Debug)]
+pub struct ReadSet<'a> {
+    /// Healthy members that may hold recent data.
+    pub members: Vec<&'a Member>,
+    /// Members that may hold data but are not healthy: missing from the start.
+    pub unhealthy: usize,
+    /// How many members in all may be missing from a complete answer.
+    pub tolerated: usize,
+    pub rf: usize,
 }
 
-/// Keeps an answer about the request as it is (bad data 4xx, a limit's
-/// 429), and turns a replica failure into a retryable 503 naming the quorum.
-fn quorum_error(e: ServiceError, need: usize, rf: usize) -> ServiceError {
-    if replica_failed(&e) {
-        unavailable(format!("write quorum not reached ({need} of {rf} replicas needed): {}", e.message))
-    } else {
-        e
-    }
-}
-
-impl ReplicatedPusher {
-    /// Metadata alone (Prometheus sends it in requests of its own) goes to
-    /// the replicas of its first metric family, with the same quorum.
-    async fn push_metadata(&self, tenant: &TenantId, batch: PushBatch) -> Result<PushOutcome, ServiceError> {
-        let snap = self.view.snapshot();
-        let need = quorum(self.rf);
-        let family = batch.metadata.first().map(|m| m.metric_family.clone()).unwrap_or_default();
-        let key = shard_key(tenant, &Labels::from_pairs([(cairn_common::METRIC_NAME, family.as_str())]));
-        let chosen = snap.write_replicas(key, self.rf, &self.view.health());
-        if chosen.len() < need {
-            return Err(unavailable(format!(
-                "too few healthy ACTIVE ingesters: a write needs {need} of {} replicas, the ring has {}",
-                self.rf,
-                chosen.len()
-            )));
-        }
-        let clients = chosen.iter().map(|m| self.clients.get(m)).collect::<Result<Vec<_>, _>>()?;
-        let results = futures::future::join_all(clients.iter().map(|c| c.push(tenant, batch.clone()))).await;
-        let mut outcomes = Vec::new();
-        let mut last = None;
-        for r in results {
-            match r {
-                Ok(o) => outcomes.push(o),
-                Err(e) => last = Some(e),
-            }
-        }
-        match last {
-            Some(e) if outcomes.len() < need => Err(quorum_error(e, need, self.rf)),
-            _ => Ok(PushOutcome::default()),
-        }
-    }
-}
-
-/// The querier's path to the ingesters' heads.
-#[derive(Clone, Debug)]
-pub struct ReplicatedQueryable {
-    view: RingView,
-    clients: Clients,
-    rf: usize,
-    /// How long after a member left its blocks may still be unseen by this
-    /// querier (its bucket index refresh); meanwhile reads wait for every
-    /// ingester, since the departed one no longer counts as a replica.
-    blocks_visible_after_ms: i64,
-}
-
-impl ReplicatedQueryable {
-    pub fn new(view: RingView, clients: Clients, rf: usize, blocks_visible_after_ms: i64) -> Self {
-        Self { view, clients, rf: rf.max(1), blocks_visible_after_ms }
+impl<'a> ReadSet<'a> {
+    /// The members to ask for data from `start_ms` on. Every acknowledged
+    /// write is on a quorum of members, so `rf - quorum` of them may be
+    /// missing, less one for each member that lost its data after `start_ms`
+    /// (it may have held the only other copy). Within `settle_ms` after a
+    /// member left, none may: the departed member's data is in blocks a
+    /// reader may not see yet, so it no longer counts as a replica.
+    pub fn new(snap: &'a RingSnapshot, rf: usize, health: &Health, settle_ms: i64, start_ms: i64) -> Self {
+        let rf = rf.max(1);
+        let (members, unhealthy) = snap.read_members(health);
+        let recently_left =
+            snap.members().iter().any(|m| m.state == MemberState::Left && health.now_ms - m.heartbeat_ms <= settle_ms);
+        let lost = snap.members().iter().filter(|m| m.state != MemberState::Left && m.lost_data_ms > start_ms).count();
+        let tolerated = if recently_left { 0 } else { (rf - quorum(rf)).saturating_sub(lost) };
+        Self { members, unhealthy, tolerated, rf }
     }
 
-    /// Calls `ask` on every readable member; fails when more of them are
-    /// down than the replication factor covers, or when one refuses the
-    /// request itself (a 4xx).
-    async fn fan_out<T, F, Fut>(&self, ask: F) -> Result<Vec<T>, ServiceError>
+    /// Answers a complete read needs: every member but the tolerated
+    /// missing ones (unhealthy members count as missing).
+    pub fn needed(&self) -> usize {
+        (self.members.len() + self.unhealthy).saturating_sub(self.tolerated)
+    }
+
+    fn too_many_failed(&self, failures: &[ServiceError]) -> ServiceError {
+        let msgs: Vec<&str> = failures.iter().map(|e| e.message.as_str()).collect();
+        unavailable(format!(
+            "{} ingesters failed and {} are unhealthy; with replication factor {} reads tolerate {}{}{}",
+            failures.len(),
+            self.unhealthy,
+            self.rf,
+            self.tolerated,
+            if msgs.is_empty() { "" } else { ": " },
+            msgs.join("; ")
+        ))
+    }
+
+    /// Calls members until [`ReadSet::needed`] of them have answered. It
+    /// starts with that many; each member failure starts a spare. A member
+    /// much slower than the others is hedged: once the first answer is in,
+    /// the spares are started if the rest are not in after as long again
+    /// (at least `hedge`). Fails when too many members failed, or at once
+    /// with a member's own answer when it refused the request itself (a bad
+    /// regex, a limit).
+    pub async fn run<T, Fut>(&self, hedge: Duration, call: impl Fn(&'a Member) -> Fut) -> Result<Vec<T>, ServiceError>
     where
-        F: Fn(IngesterClient) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        let snap = self.view.snapshot();
-        let health = self.view.health();
-        let (members, unhealthy) = snap.read_members(&health);
-        // A member that left recently holds its data in blocks this querier
-        // may not see yet: it no longer counts as a replica, so no other
-        // may be missing meanwhile.
-        let recently_left = snap
-            .members()
-            .iter()
-            .any(|m| m.state == MemberState::Left && health.now_ms - m.heartbeat_ms <= self.blocks_visible_after_ms);
-        let tolerated = if recently_left { 0 } else { self.rf - quorum(self.rf) };
-        let too_many = |failed: usize, msgs: Vec<String>| {
-            unavailable(format!(
-                "{failed} ingesters failed and {unhealthy} are unhealthy; with replication factor {} reads \
-                 tolerate {tolerated}{}{}",
-                self.rf,
-                if msgs.is_empty() { "" } else { ": " },
-                msgs.join("; ")
-            ))
-        };
-        if unhealthy > tolerated {
-            return Err(too_many(0, Vec::new()));
+        use futures::StreamExt;
+        if self.unhealthy > self.tolerated {
+            return Err(self.too_many_failed(&[]));
         }
-        // Every answer is needed: an ingester that restarted, or a series
-        // whose replicas moved, may leave any one of them holding a sample.
-        let calls = members.iter().map(|m| {
-            let client = self.clients.get(m);
-            let ask = &ask;
-            async move { ask(client?).await }
-        });
-        let mut out = Vec::with_capacity(members.len());
+        let wanted = self.needed().min(self.members.len());
+        // Successive reads leave out different members, spreading the load.
+        let mut order: Vec<&'a Member> = self.members.clone();
+        let offset = spread_offset(order.len());
+        order.rotate_left(offset);
+        let mut spares = order.split_off(wanted);
+        let mut running: futures::stream::FuturesUnordered<Fut> = order.into_iter().map(&call).collect();
+        let mut answers = Vec::with_capacity(wanted);
         let mut failures: Vec<ServiceError> = Vec::new();
-        for r in futures::future::join_all(calls).await {
-            match r {
-                Ok(v) => out.push(v),
-                Err(e) if replica_failed(&e) => failures.push(e),
-                Err(e) => return Err(e),
-            }
-        }
-        if failures.len() + unhealthy > tolerated {
-            return Err(too_many(failures.len(), failures.into_iter().map(|e| e.message).collect()));
-        }
-        Ok(out)
-    }
-}
-
-#[async_trait]
-impl Queryable for ReplicatedQueryable {
-    async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
-        let parts = self.fan_out(|c| async move { c.select(tenant, req).await }).await?;
-        merge_series(parts, req)
-    }
-
-    async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {
-        let parts = self.fan_out(|c| async move { c.series(tenant, req).await }).await?;
-        Ok(union(parts, req.limit))
-    }
-
-    async fn label_names(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {
-        let parts = self.fan_out(|c| async move { c.label_names(tenant, req).await }).await?;
-        Ok(union(parts, req.limit))
-    }
-
-    async fn label_values(
-        &self,
-        tenant: &TenantId,
-        name: &str,
-        req: &LabelsRequest<'_>,
-    ) -> Result<Vec<String>, ServiceError> {
-        let parts = self.fan_out(|c| async move { c.label_values(tenant, name, req).await }).await?;
-        Ok(union(parts, req.limit))
-    }
-
-    async fn metadata(
-        &self,
-        tenant: &TenantId,
-        metric: Option<&str>,
-    ) -> Result<BTreeMap<String, Vec<MetricMetadata>>, ServiceError> {
-        let parts = self.fan_out(|c| async move { c.metadata(tenant, metric).await }).await?;
-        let mut out: BTreeMap<String, Vec<MetricMetadata>> = BTreeMap::new();
-        for part in parts {
-            for (family, list) in part {
-                let merged = out.entry(family).or_default();
-                for m in list {
-                    if !merged.contains(&m) {
-                        merged.push(m);
+        let started = tokio::time::Instant::now();
+        let hedge_at = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(hedge_at);
+        let mut hedge_armed = false;
+        while answers.len() < wanted {
+            tokio::select! {
+                next = running.next() => match next {
+                    Some(Ok(v)) => {
+                        answers.push(v);
+                        if !hedge_armed && !spares.is_empty() {
+                            hedge_armed = true;
+                            let waited = started.elapsed();
+                            hedge_at.as_mut().reset(tokio::time::Instant::now() + waited.max(hedge));
+                        }
+                    }
+                    Some(Err(e)) if member_failed(&e) => {
+                        failures.push(e);
+                        if self.unhealthy + failures.len() > self.tolerated {
+                            return Err(self.too_many_failed(&failures));
+                        }
+                        if let Some(m) = spares.pop() {
+                            running.push(call(m));
+                        }
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(self.too_many_failed(&failures)),
+                },
+                _ = &mut hedge_at, if hedge_armed && !spares.is_empty() => {
+                    for m in spares.drain(..) {
+                        running.push(call(m));
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(answers)
     }
+}
+
+/// A rotating start position, so that successive reads leave out
+/// different members.
+fn spread_offset(n: usize) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    if n == 0 { 0 } else { NEXT.fetch_add(1, Ordering::Relaxed) % n }
 }
 
 #[cfg(test)]
-mod tests {
-    use cairn_common::push::RejectReason;
-
-    use super::*;
-
-    #[test]
-    fn quorum_is_a_majority() {
-        assert_eq!((quorum(1), quorum(2), quorum(3), quorum(5)), (1, 2, 2, 3));
-    }
-
-    #[test]
-    fn outcomes_count_each_rejected_sample_once() {
-        let rej = |reason, samples| Rejection { reason, samples, message: format!("{samples}") };
-        let a =
-            PushOutcome { samples_appended: 8, series_created: 1, rejections: vec![rej(RejectReason::OutOfOrder, 2)] };
-        let b = PushOutcome {
-            samples_appended: 7,
-            series_created: 3,
-            rejections: vec![rej(RejectReason::OutOfOrder, 3), rej(RejectReason::TooOld, 1)],
-        };
-        // Two replicas of every series: counts summed over them, halved.
-        let m = merge_outcomes(10, 2.0, &[a, b]);
-        assert_eq!(m.series_created, 2);
-        assert_eq!(
-            m.rejections.iter().map(|r| (r.reason, r.samples)).collect::<Vec<_>>(),
-            vec![(RejectReason::OutOfOrder, 3), (RejectReason::TooOld, 1)]
-        );
-        assert_eq!(m.samples_appended, 6);
-    }
-}
+mod tests;

@@ -48,6 +48,12 @@ pub struct Member {
     pub heartbeat_ms: i64,
     /// When the member (re)joined, in milliseconds.
     pub registered_ms: i64,
+    /// When the member last came back without the data it had acknowledged
+    /// (it re-registered with empty storage: its disk was lost), in
+    /// milliseconds; 0 if never. Reads of samples older than this cannot
+    /// count on it holding its copy.
+    #[serde(default)]
+    pub lost_data_ms: i64,
 }
 
 /// A change to the ring, proposed through Raft.
@@ -98,7 +104,7 @@ pub struct RingState {
 impl RingState {
     pub fn apply(&mut self, cmd: Command) -> CommandResult {
         let error = match cmd {
-            Command::Join { mut member, .. } => {
+            Command::Join { mut member, fresh } => {
                 member.tokens.sort_unstable();
                 member.tokens.dedup();
                 // A token another member holds stays with that member: the
@@ -112,6 +118,12 @@ impl RingState {
                 member.tokens.retain(|t| !taken.contains(t));
                 member.state = MemberState::Joining;
                 member.heartbeat_ms = member.heartbeat_ms.max(member.registered_ms);
+                // Empty storage under a known id: what it held is gone.
+                member.lost_data_ms = match self.members.get(&member.id) {
+                    Some(_) if fresh => member.registered_ms,
+                    Some(old) => old.lost_data_ms,
+                    None => 0,
+                };
                 self.members.insert(member.id.clone(), member);
                 None
             }
@@ -159,6 +171,7 @@ pub(crate) mod tests {
             state: MemberState::Active,
             heartbeat_ms: 0,
             registered_ms: 0,
+            lost_data_ms: 0,
         }
     }
 

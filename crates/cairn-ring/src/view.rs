@@ -7,13 +7,15 @@
 use std::sync::Arc;
 
 use cairn_common::{Labels, TenantId};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::state::{Member, MemberState, RingState};
 
 /// The ring at one applied log index, with its token table.
 #[derive(Debug, Default)]
 pub struct RingSnapshot {
+    /// The last placement computed on this snapshot (see [`Placement`]).
+    placement: Mutex<Option<Arc<Placement>>>,
     pub state: RingState,
     /// Log index the state reflects; views only move forward.
     pub applied: u64,
@@ -35,47 +37,77 @@ impl RingSnapshot {
             .flat_map(|(i, m)| m.tokens.iter().map(move |&t| (t, i)))
             .collect();
         tokens.sort_unstable();
-        Self { state, applied, leader, members, tokens }
+        Self { placement: Mutex::new(None), state, applied, leader, members, tokens }
     }
 
     pub fn members(&self) -> &[Member] {
         &self.members
     }
 
-    /// The members that take a write for `key`: walking the ring clockwise
-    /// from the key, the first `rf` distinct members that are ACTIVE and
-    /// healthy, in distinct zones while there are zones left to use. A member
-    /// that cannot take the write is passed over for the next one, so the
-    /// data keeps `rf` copies while a member is down, leaving or joining.
+    /// The members that take a write for `key`:
+    /// see [`RingSnapshot::placement`].
     pub fn write_replicas(&self, key: u32, rf: usize, health: &Health) -> Vec<&Member> {
-        let eligible = |m: &Member| m.state == MemberState::Active && health.is_healthy(m);
-        let mut chosen: Vec<usize> = Vec::with_capacity(rf);
-        if self.tokens.is_empty() || rf == 0 {
-            return Vec::new();
+        self.placement(rf, health).replicas(key).iter().map(|&i| &self.members[i as usize]).collect()
+    }
+
+    /// Replica placement for `rf` under the members' present health: for
+    /// each key, walking the ring clockwise from it, the first `rf`
+    /// distinct members that are ACTIVE and healthy, in distinct zones
+    /// while there are zones left to use. A member that cannot take the
+    /// write is passed over for the next one, so the data keeps `rf` copies
+    /// while a member is down, leaving or joining.
+    ///
+    /// The walk is done once per token and kept until the eligible members
+    /// or `rf` change, so placing a key is one binary search.
+    pub fn placement(&self, rf: usize, health: &Health) -> Arc<Placement> {
+        let eligible: Vec<bool> =
+            self.members.iter().map(|m| m.state == MemberState::Active && health.is_healthy(m)).collect();
+        let mut cached = self.placement.lock();
+        if let Some(p) = cached.as_ref()
+            && p.rf == rf
+            && p.eligible == eligible
+        {
+            return p.clone();
         }
-        let start = self.tokens.partition_point(|&(t, _)| t < key);
+        let p = Arc::new(self.compute_placement(rf, eligible));
+        *cached = Some(p.clone());
+        p
+    }
+
+    fn compute_placement(&self, rf: usize, eligible: Vec<bool>) -> Placement {
         let zone_aware = self.members.iter().any(|m| !m.zone.is_empty());
-        // First pass: distinct zones (when zones are set); second: any member.
-        for distinct_zones in [zone_aware, false] {
-            for i in 0..self.tokens.len() {
-                if chosen.len() == rf {
+        let n = self.tokens.len();
+        // Never more replicas than members.
+        let width = rf.min(self.members.len()).min(usize::from(u8::MAX));
+        let mut sets = Vec::with_capacity(n * width);
+        let mut counts = Vec::with_capacity(n);
+        let mut chosen: Vec<usize> = Vec::with_capacity(rf);
+        for start in 0..n {
+            chosen.clear();
+            // First pass: distinct zones (when zones are set); second: any member.
+            for distinct_zones in [zone_aware, false] {
+                for i in 0..n {
+                    if chosen.len() == width {
+                        break;
+                    }
+                    let idx = self.tokens[(start + i) % n].1;
+                    if chosen.contains(&idx) || !eligible[idx] {
+                        continue;
+                    }
+                    if distinct_zones && chosen.iter().any(|&c| self.members[c].zone == self.members[idx].zone) {
+                        continue;
+                    }
+                    chosen.push(idx);
+                }
+                if !zone_aware {
                     break;
                 }
-                let idx = self.tokens[(start + i) % self.tokens.len()].1;
-                let m = &self.members[idx];
-                if chosen.contains(&idx) || !eligible(m) {
-                    continue;
-                }
-                if distinct_zones && chosen.iter().any(|&c| self.members[c].zone == m.zone) {
-                    continue;
-                }
-                chosen.push(idx);
             }
-            if !zone_aware {
-                break;
-            }
+            counts.push(chosen.len() as u8);
+            sets.extend(chosen.iter().map(|&c| c as u32));
+            sets.resize(sets.len() + width - chosen.len(), 0);
         }
-        chosen.into_iter().map(|i| &self.members[i]).collect()
+        Placement { rf, width, eligible, tokens: self.tokens.iter().map(|t| t.0).collect(), sets, counts }
     }
 
     /// The members a read must ask: every member that may hold recent data
@@ -111,6 +143,34 @@ impl RingSnapshot {
             share[idx] += if self.tokens.len() == 1 { space } else { width } / space;
         }
         share
+    }
+}
+
+/// Replica sets of every token of a snapshot, for one replication factor
+/// and one set of eligible members (see [`RingSnapshot::placement`]).
+#[derive(Debug)]
+pub struct Placement {
+    rf: usize,
+    /// Member indices kept per token: `rf`, or fewer when there are fewer members.
+    width: usize,
+    eligible: Vec<bool>,
+    /// Sorted tokens.
+    tokens: Vec<u32>,
+    /// `width` member indices per token; the first `counts[i]` are valid.
+    sets: Vec<u32>,
+    counts: Vec<u8>,
+}
+
+impl Placement {
+    /// Indices (into [`RingSnapshot::members`]) of the members that take a
+    /// write for `key`, in ring order; fewer than `rf` when too few members
+    /// are eligible.
+    pub fn replicas(&self, key: u32) -> &[u32] {
+        if self.tokens.is_empty() || self.width == 0 {
+            return &[];
+        }
+        let i = self.tokens.partition_point(|&t| t < key) % self.tokens.len();
+        &self.sets[i * self.width..i * self.width + usize::from(self.counts[i])]
     }
 }
 

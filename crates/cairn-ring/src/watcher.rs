@@ -3,17 +3,20 @@
 //! and never moved backwards (a snapshot older than the one held is
 //! ignored).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cairn_common::Shutdown;
+use cairn_common::service::{BoxError, Service};
 use cairn_proto::ring::ring_client::RingClient;
 use cairn_proto::ring::{GetRingRequest, WriteRequest};
 use tracing::{info, warn};
 
-use crate::channels::{Channels, with_deadline};
 use crate::state::{Command, RingState};
 use crate::view::{RingSnapshot, RingView};
 use crate::{RingAccess, RingError};
+use cairn_common::grpc::{Channels, with_deadline};
 
 const POLL: Duration = Duration::from_secs(1);
 
@@ -110,6 +113,45 @@ impl RingWatcher {
                 warn!(error = %e, "refreshing the ring");
             }
         }
+    }
+}
+
+/// A distributor's or querier's role of keeping its view of the ring fresh
+/// (ready once the ring was read), with the ring page.
+pub struct RingWatcherService {
+    watcher: Arc<RingWatcher>,
+    ready: AtomicBool,
+}
+
+impl RingWatcherService {
+    pub fn new(watcher: Arc<RingWatcher>) -> Self {
+        Self { watcher, ready: AtomicBool::new(false) }
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for RingWatcherService {
+    fn name(&self) -> &'static str {
+        "ring"
+    }
+
+    fn http(&self) -> axum::Router {
+        crate::http::routes(self.watcher.clone() as Arc<dyn RingAccess>)
+    }
+
+    async fn start(&self) -> Result<(), BoxError> {
+        self.watcher.start(&Shutdown::new()).await?;
+        self.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    async fn run(&self, shutdown: Shutdown) -> Result<(), BoxError> {
+        self.watcher.run(shutdown).await;
+        Ok(())
     }
 }
 

@@ -415,5 +415,17 @@ fn cell(col: &dyn Array, f: &ArrayFormatter<'_>, row: usize) -> serde_json::Valu
     serde_json::Value::String(text)
 }
 
+/// `POST /api/v1/sql` over the blocks, as a role of a process.
+#[async_trait::async_trait]
+impl cairn_common::service::Service for Sql {
+    fn name(&self) -> &'static str {
+        "sql"
+    }
+
+    fn http(&self) -> axum::Router {
+        http::routes(self.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests;

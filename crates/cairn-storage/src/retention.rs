@@ -16,15 +16,18 @@
 //! idempotent, so a crash between steps is finished by the next run.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use cairn_common::TenantId;
+use cairn_common::service::{BoxError, Service};
+use cairn_common::{Shutdown, TenantId};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tracing::{info, warn};
 
 use crate::index::{self, BucketIndex};
 use crate::meta::DeletionMark;
-use crate::{Result, paths};
+use crate::store::BlockStore;
+use crate::{Error, Result, paths};
 
 #[derive(Clone, Copy, Debug)]
 pub struct RetentionPolicy {
@@ -125,6 +128,69 @@ async fn delete_if_present(bucket: &dyn ObjectStore, p: &Path) -> Result<()> {
     match bucket.delete(p).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Applies a retention policy to every tenant's blocks in the background,
+/// telling the block store of each index it writes. One per bucket (in
+/// `cairn all`, the only process using it).
+pub struct RetentionService {
+    bucket: Arc<dyn ObjectStore>,
+    blocks: BlockStore,
+    policy: RetentionPolicy,
+}
+
+impl RetentionService {
+    pub fn new(bucket: Arc<dyn ObjectStore>, blocks: BlockStore, policy: RetentionPolicy) -> Self {
+        Self { bucket, blocks, policy }
+    }
+
+    /// Runs every tenant once; returns the first error after trying all.
+    pub async fn enforce_all(&self) -> Result<()> {
+        let now = cairn_common::time::now_ms();
+        let mut first = None;
+        for tenant in tenants(self.bucket.as_ref()).await? {
+            // A panic on one tenant's blocks fails that tenant only.
+            let enforced =
+                cairn_common::task::catch_panic_async(enforce(&self.bucket, &tenant, self.policy, now)).await;
+            match enforced {
+                Ok(Ok((_, Some(index)))) => self.blocks.notify(&tenant, index),
+                Ok(Ok((_, None))) => {}
+                Ok(Err(e)) => {
+                    warn!(tenant = %tenant, error = %e, "applying retention failed; retried next run");
+                    first.get_or_insert(e);
+                }
+                Err(panic) => {
+                    tracing::error!(tenant = %tenant, error = %panic, "applying retention panicked; retried next run");
+                    first.get_or_insert(Error::Invalid(format!("retention panicked for tenant {tenant}: {panic}")));
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for RetentionService {
+    fn name(&self) -> &'static str {
+        "retention"
+    }
+
+    async fn run(&self, shutdown: Shutdown) -> std::result::Result<(), BoxError> {
+        if self.policy.retention_ms <= 0 {
+            shutdown.cancelled().await;
+            return Ok(());
+        }
+        // Often enough that deletion follows its delay closely, rarely
+        // enough that the top-level LIST costs nothing.
+        let every = Duration::from_millis((self.policy.deletion_delay_ms / 4).clamp(1_000, 5 * 60_000) as u64);
+        loop {
+            let _ = self.enforce_all().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     }
 }
 

@@ -106,7 +106,7 @@ pub async fn run(target: Target, cfg: Config) -> anyhow::Result<()> {
     // Start-up work (WAL replay) while already answering health checks.
     let started = async {
         for r in roles.iter() {
-            r.start().await.with_context(|| format!("starting the {}", r.name()))?;
+            r.start().await.map_err(|e| anyhow::anyhow!("starting the {}: {e}", r.name()))?;
         }
         Ok::<_, anyhow::Error>(())
     };

@@ -1,295 +1,33 @@
-//! Roles: the components a process can run, behind one interface.
+//! Which roles a process runs, built from configuration.
 //!
-//! A role contributes HTTP routes and gRPC services, may need start-up work
-//! before it is ready (the ingester replays its WAL), and may run background
-//! duties until shutdown. `cairn all` runs all of them; `cairn ingester`
-//! runs one. Either way each role is built by the same function here.
+//! Each role is a [`Service`] implemented by the crate that owns its
+//! behaviour; this module only reads the configuration and composes them:
+//! in `cairn all` the distributor pushes to the ingester in process and the
+//! querier reads from it, in a cluster both reach the ingesters through the
+//! ring.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
-use async_trait::async_trait;
-use axum::Router;
-use cairn_common::Shutdown;
+use cairn_common::grpc::Channels;
 use cairn_common::metrics::Registry;
 use cairn_common::push::Pusher;
+use cairn_common::service::Service;
 use cairn_common::storage::Queryable;
 use cairn_distributor::Distributor;
+use cairn_distributor::replication::ReplicatedPusher;
 use cairn_ingester::Ingester;
+use cairn_ingester::role::IngesterRole;
 use cairn_ingester::shipper::BlockSink;
+use cairn_ingester_protocol::Clients;
+use cairn_querier::ingesters::ReplicatedQueryable;
 use cairn_querier::tiers::Tiers;
 use cairn_querier::{BuildInfo, Querier};
-use cairn_ring::channels::Channels;
 use cairn_ring::node::Identity;
-use cairn_ring::replication::Clients;
-use cairn_ring::{MemberState, ReplicatedPusher, ReplicatedQueryable, RingAccess, RingNode, RingView, RingWatcher};
+use cairn_ring::{RingNode, RingView, RingWatcher, RingWatcherService};
 use cairn_storage::BlockStore;
-use cairn_storage::retention::{self, RetentionPolicy};
-use tonic::service::RoutesBuilder;
+use cairn_storage::retention::{RetentionPolicy, RetentionService};
 
 use crate::config::Config;
-
-#[async_trait]
-pub trait Role: Send + Sync {
-    fn name(&self) -> &'static str;
-    /// HTTP routes this role serves.
-    fn http(&self) -> Router {
-        Router::new()
-    }
-    /// gRPC services this role serves.
-    fn grpc(&self, _routes: &mut RoutesBuilder) {}
-    /// Work before the role is ready (replay, joining).
-    async fn start(&self) -> anyhow::Result<()> {
-        Ok(())
-    }
-    fn is_ready(&self) -> bool {
-        true
-    }
-    /// Called once when the process is told to stop, while it still serves
-    /// requests (an ingester announces it is leaving the ring).
-    async fn stopping(&self) {}
-    /// Background duties until `shutdown`, then the role's own flush.
-    async fn run(&self, shutdown: Shutdown) -> anyhow::Result<()> {
-        shutdown.cancelled().await;
-        Ok(())
-    }
-}
-
-/// The ingester; in a cluster also a member of the ring.
-pub struct IngesterRole {
-    ingester: Ingester,
-    ring: Option<Arc<RingNode>>,
-    /// In the ring and ACTIVE (always true without a ring once replayed).
-    joined: AtomicBool,
-}
-
-impl IngesterRole {
-    pub fn new(ingester: Ingester, ring: Option<Arc<RingNode>>) -> Self {
-        Self { ingester, ring, joined: AtomicBool::new(false) }
-    }
-}
-
-#[async_trait]
-impl Role for IngesterRole {
-    fn name(&self) -> &'static str {
-        "ingester"
-    }
-    fn http(&self) -> Router {
-        let router =
-            Router::new().route("/ingester/flush", axum::routing::post(flush)).with_state(self.ingester.clone());
-        match &self.ring {
-            Some(node) => router.merge(cairn_ring::http::routes(node.clone() as Arc<dyn RingAccess>)),
-            None => router,
-        }
-    }
-    fn grpc(&self, routes: &mut RoutesBuilder) {
-        routes.add_service(cairn_ingester::grpc::service(self.ingester.clone()));
-        if let Some(node) = &self.ring {
-            routes.add_service(node.service());
-        }
-    }
-    /// In a ring: registers (JOINING: no writes, and reads count it as
-    /// failed until it is ready), replays the WAL, becomes ACTIVE. Alone:
-    /// replays the WAL.
-    async fn start(&self) -> anyhow::Result<()> {
-        if let Some(node) = &self.ring {
-            node.join(&Shutdown::new()).await?;
-        }
-        self.ingester.start().await?;
-        if let Some(node) = &self.ring {
-            node.set_state(MemberState::Active).await.context("becoming ACTIVE in the ring")?;
-        }
-        self.joined.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-    fn is_ready(&self) -> bool {
-        self.ingester.is_ready() && self.joined.load(Ordering::SeqCst)
-    }
-    /// Leaves the ring while still serving reads and Raft: LEAVING (writers
-    /// stop choosing it), pushes refused from then on, the whole head cut
-    /// into blocks and uploaded, then LEFT. If the upload fails it stays
-    /// LEAVING and its WAL keeps the data for the next start.
-    async fn stopping(&self) {
-        let Some(node) = &self.ring else { return };
-        if !self.joined.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Err(e) = node.set_state(MemberState::Leaving).await {
-            tracing::warn!(error = %e, "could not mark this ingester LEAVING");
-        }
-        // Distributors poll the ring every second: let them see LEAVING
-        // before pushes are refused, so that few requests fail over.
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        self.ingester.stop_accepting_writes();
-        match self.ingester.ship_blocks(true).await {
-            Ok(()) => {
-                tracing::info!("head flushed to object storage");
-                if let Err(e) = node.set_state(MemberState::Left).await {
-                    tracing::warn!(error = %e, "could not mark this ingester LEFT");
-                }
-            }
-            Err(e) => tracing::error!(
-                error = %e,
-                "flushing the head to object storage failed; staying LEAVING, the WAL keeps the data"
-            ),
-        }
-    }
-    async fn run(&self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let Some(node) = &self.ring else {
-            self.ingester.run(shutdown).await;
-            return Ok(());
-        };
-        tokio::join!(self.ingester.run(shutdown.clone()), node.run(shutdown));
-        node.shutdown().await;
-        Ok(())
-    }
-}
-
-/// Keeps a distributor's or querier's view of the ring fresh.
-pub struct RingWatcherRole {
-    watcher: Arc<RingWatcher>,
-    ready: AtomicBool,
-}
-
-#[async_trait]
-impl Role for RingWatcherRole {
-    fn name(&self) -> &'static str {
-        "ring"
-    }
-    fn http(&self) -> Router {
-        cairn_ring::http::routes(self.watcher.clone() as Arc<dyn RingAccess>)
-    }
-    async fn start(&self) -> anyhow::Result<()> {
-        self.watcher.start(&Shutdown::new()).await?;
-        self.ready.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-    fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-    async fn run(&self, shutdown: Shutdown) -> anyhow::Result<()> {
-        self.watcher.run(shutdown).await;
-        Ok(())
-    }
-}
-
-/// `POST /ingester/flush`: fsync every WAL and checkpoint every head now,
-/// then upload pending blocks and cut every block period that is final
-/// (with `?all=true`, the whole head).
-async fn flush(
-    axum::extract::State(ing): axum::extract::State<Ingester>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let all = query.is_some_and(|q| q.split('&').any(|kv| kv == "all=true" || kv == "all=1"));
-    let result = match ing.flush().await {
-        Ok(()) => ing.ship_blocks(all).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => axum::http::StatusCode::NO_CONTENT.into_response(),
-        Err(e) => (e.code.http_status(), format!("{}\n", e.message)).into_response(),
-    }
-}
-
-/// `POST /api/v1/sql` over the blocks.
-#[cfg(feature = "sql")]
-pub struct SqlRole(pub cairn_sql::Sql);
-
-#[cfg(feature = "sql")]
-#[async_trait]
-impl Role for SqlRole {
-    fn name(&self) -> &'static str {
-        "sql"
-    }
-    fn http(&self) -> Router {
-        cairn_sql::http::routes(self.0.clone())
-    }
-}
-
-pub struct DistributorRole(pub Distributor);
-
-#[async_trait]
-impl Role for DistributorRole {
-    fn name(&self) -> &'static str {
-        "distributor"
-    }
-    fn http(&self) -> Router {
-        cairn_distributor::http::routes(self.0.clone())
-    }
-}
-
-pub struct QuerierRole(pub Querier);
-
-#[async_trait]
-impl Role for QuerierRole {
-    fn name(&self) -> &'static str {
-        "querier"
-    }
-    fn http(&self) -> Router {
-        cairn_querier::api::routes(self.0.clone())
-    }
-}
-
-/// Applies `--storage.retention` to every tenant's blocks. One per bucket
-/// (in `cairn all`, the only process using it).
-pub struct RetentionRole {
-    bucket: Arc<dyn object_store::ObjectStore>,
-    blocks: BlockStore,
-    policy: RetentionPolicy,
-}
-
-impl RetentionRole {
-    /// Runs every tenant once; returns the first error after trying all.
-    pub async fn enforce_all(&self) -> anyhow::Result<()> {
-        let now = cairn_common::time::now_ms();
-        let mut first = None;
-        for tenant in retention::tenants(self.bucket.as_ref()).await? {
-            // A panic on one tenant's blocks fails that tenant only.
-            let enforced =
-                cairn_common::task::catch_panic_async(retention::enforce(&self.bucket, &tenant, self.policy, now))
-                    .await;
-            match enforced {
-                Ok(Ok((_, Some(index)))) => self.blocks.notify(&tenant, index),
-                Ok(Ok((_, None))) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(tenant = %tenant, error = %e, "applying retention failed; retried next run");
-                    first.get_or_insert(anyhow::Error::from(e));
-                }
-                Err(panic) => {
-                    tracing::error!(tenant = %tenant, error = %panic, "applying retention panicked; retried next run");
-                    first.get_or_insert(anyhow::anyhow!("retention panicked for tenant {tenant}: {panic}"));
-                }
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-}
-
-#[async_trait]
-impl Role for RetentionRole {
-    fn name(&self) -> &'static str {
-        "retention"
-    }
-    async fn run(&self, shutdown: Shutdown) -> anyhow::Result<()> {
-        if self.policy.retention_ms <= 0 {
-            shutdown.cancelled().await;
-            return Ok(());
-        }
-        // Often enough that deletion follows its delay closely, rarely
-        // enough that the top-level LIST costs nothing.
-        let every =
-            std::time::Duration::from_millis((self.policy.deletion_delay_ms / 4).clamp(1_000, 5 * 60_000) as u64);
-        loop {
-            let _ = self.enforce_all().await;
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
-    }
-}
 
 pub fn build_info() -> BuildInfo {
     BuildInfo {
@@ -373,51 +111,44 @@ fn read_roles(
     recent: Arc<dyn Queryable>,
     bucket: Arc<dyn object_store::ObjectStore>,
     blocks: BlockStore,
-) -> Vec<Box<dyn Role>> {
+) -> Vec<Box<dyn Service>> {
     let store: Arc<dyn Queryable> = Arc::new(Tiers::new(recent, Arc::new(blocks.clone())));
     let querier = Querier::new(cfg.querier.clone(), store, build_info());
     #[cfg(feature = "sql")]
     let sql =
         cairn_sql::Sql::new(blocks.clone(), cfg.sql.clone(), cfg.querier.timeout.as_std(), querier.memory_budget());
-    let mut roles: Vec<Box<dyn Role>> = vec![Box::new(QuerierRole(querier))];
+    let mut roles: Vec<Box<dyn Service>> = vec![Box::new(querier)];
     #[cfg(feature = "sql")]
-    roles.push(Box::new(SqlRole(sql)));
-    roles.push(Box::new(RetentionRole {
-        bucket,
-        blocks,
-        policy: RetentionPolicy {
-            retention_ms: cfg.storage.retention.as_millis() as i64,
-            deletion_delay_ms: cfg.storage.deletion_delay.as_millis() as i64,
-        },
-    }));
+    roles.push(Box::new(sql));
+    let policy = RetentionPolicy {
+        retention_ms: cfg.storage.retention.as_millis() as i64,
+        deletion_delay_ms: cfg.storage.deletion_delay.as_millis() as i64,
+    };
+    roles.push(Box::new(RetentionService::new(bucket, blocks, policy)));
     roles
 }
 
-fn ring_watcher(cfg: &Config, view: &RingView, channels: &Channels) -> anyhow::Result<Arc<RingWatcher>> {
+fn ring_watcher(cfg: &Config, view: &RingView, channels: &Channels) -> anyhow::Result<Box<dyn Service>> {
     if cfg.ring.join.is_empty() {
         anyhow::bail!("--ring.join must name at least one ingester (host:port of its gRPC address)");
     }
-    Ok(Arc::new(RingWatcher::new(cfg.ring.join.clone(), view.clone(), channels.clone())))
+    let watcher = Arc::new(RingWatcher::new(cfg.ring.join.clone(), view.clone(), channels.clone()));
+    Ok(Box::new(RingWatcherService::new(watcher)))
 }
 
 /// Builds the roles of `target` in start order.
-pub async fn build(target: Target, cfg: &Config, registry: &mut Registry) -> anyhow::Result<Vec<Box<dyn Role>>> {
+pub async fn build(target: Target, cfg: &Config, registry: &mut Registry) -> anyhow::Result<Vec<Box<dyn Service>>> {
     let view = RingView::new(cfg.ring.heartbeat_timeout.as_millis() as i64);
     let channels = Channels::default();
     let rf = cfg.distributor.replication_factor;
-    let roles: Vec<Box<dyn Role>> = match target {
+    let roles: Vec<Box<dyn Service>> = match target {
         Target::All => {
             let (bucket, blocks) = open_blocks(cfg, registry)?;
             let ingester = open_ingester(cfg, registry, &bucket, &blocks, host_name())?;
             let pusher: Arc<dyn Pusher> = Arc::new(ingester.clone());
-            let mut roles: Vec<Box<dyn Role>> = vec![
+            let mut roles: Vec<Box<dyn Service>> = vec![
                 Box::new(IngesterRole::new(ingester.clone(), None)),
-                Box::new(DistributorRole(Distributor::new(
-                    cfg.distributor.clone(),
-                    cfg.limits.clone(),
-                    pusher,
-                    registry,
-                ))),
+                Box::new(Distributor::new(cfg.distributor.clone(), cfg.limits.clone(), pusher, registry)),
             ];
             roles.extend(read_roles(cfg, Arc::new(ingester), bucket, blocks));
             roles
@@ -433,15 +164,7 @@ pub async fn build(target: Target, cfg: &Config, registry: &mut Registry) -> any
             let watcher = ring_watcher(cfg, &view, &channels)?;
             let clients = Clients { channels, timeout: cfg.distributor.remote_timeout.as_std() };
             let pusher: Arc<dyn Pusher> = Arc::new(ReplicatedPusher::new(view, clients, rf));
-            vec![
-                Box::new(RingWatcherRole { watcher, ready: AtomicBool::new(false) }),
-                Box::new(DistributorRole(Distributor::new(
-                    cfg.distributor.clone(),
-                    cfg.limits.clone(),
-                    pusher,
-                    registry,
-                ))),
-            ]
+            vec![watcher, Box::new(Distributor::new(cfg.distributor.clone(), cfg.limits.clone(), pusher, registry))]
         }
         Target::Querier => {
             let watcher = ring_watcher(cfg, &view, &channels)?;
@@ -449,9 +172,9 @@ pub async fn build(target: Target, cfg: &Config, registry: &mut Registry) -> any
             let clients = Clients { channels, timeout: cfg.querier.timeout.as_std() };
             // A departed ingester's blocks are seen after the next index refresh.
             let settle = 2 * cfg.storage.bucket_index_refresh_interval.as_millis() as i64;
-            let recent: Arc<dyn Queryable> = Arc::new(ReplicatedQueryable::new(view, clients, rf, settle));
-            let mut roles: Vec<Box<dyn Role>> =
-                vec![Box::new(RingWatcherRole { watcher, ready: AtomicBool::new(false) })];
+            let hedge = cfg.querier.ingester_hedge_delay.as_std();
+            let recent: Arc<dyn Queryable> = Arc::new(ReplicatedQueryable::new(view, clients, rf, settle, hedge));
+            let mut roles: Vec<Box<dyn Service>> = vec![watcher];
             roles.extend(read_roles(cfg, recent, bucket, blocks));
             roles
         }

@@ -16,14 +16,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::roles::Role;
+use cairn_common::service::Service;
 
 type RouteLabels = Vec<(&'static str, String)>;
 
 /// State shared by the ops routes.
 #[derive(Clone)]
 pub struct Ops {
-    pub roles: Arc<Vec<Box<dyn Role>>>,
+    pub roles: Arc<Vec<Box<dyn Service>>>,
     pub registry: Arc<Mutex<Registry>>,
     pub durations: Family<RouteLabels, Histogram>,
     pub process: Arc<ProcessMetrics>,

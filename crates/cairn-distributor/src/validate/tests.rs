@@ -1,7 +1,7 @@
 use cairn_common::Sample;
 
 use super::*;
-use crate::wire::RawRequest;
+use cairn_common::wire::RawRequest;
 
 fn raw<'a>(labels: &[(&'a str, &'a str)]) -> RawSeries<'a> {
     RawSeries {

@@ -4,20 +4,14 @@ use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use cairn_common::Sample;
-use cairn_common::chunk::{MAX_BYTES_PER_CHUNK, TARGET_SAMPLES_PER_CHUNK, XorAppender, XorIter};
+use cairn_common::chunk::{Chunk, MAX_BYTES_PER_CHUNK, SeriesChunks, TARGET_SAMPLES_PER_CHUNK, XorAppender, XorIter};
 use cairn_common::push::RejectReason;
-use cairn_common::sample::merge_sorted;
 use parking_lot::Mutex;
 
 use super::packed::PackedLabels;
 
 /// A finished, immutable chunk.
-#[derive(Clone, Debug)]
-pub struct ClosedChunk {
-    pub min_t: i64,
-    pub max_t: i64,
-    pub data: Bytes,
-}
+pub type ClosedChunk = Chunk;
 
 /// A series: immutable labels plus mutable sample data behind a lock that is
 /// held only for the time of one append or one copy-out.
@@ -167,21 +161,25 @@ impl SeriesData {
 
     /// Copies out what a query over `[start, end]` needs: chunk handles (cheap
     /// clones) and the head chunk's bytes. Decoding happens after the lock.
-    pub fn snapshot(&self, start: i64, end: i64) -> SeriesSnapshot {
-        let mut chunks: Vec<Bytes> =
-            self.closed.iter().filter(|c| c.min_t <= end && c.max_t >= start).map(|c| c.data.clone()).collect();
+    pub fn snapshot(&self, start: i64, end: i64) -> SeriesChunks {
+        let mut chunks: Vec<ClosedChunk> =
+            self.closed.iter().filter(|c| c.min_t <= end && c.max_t >= start).cloned().collect();
         if let Some(h) = &self.head
             && h.min_t <= end
             && h.app.last_t() >= start
         {
-            chunks.push(Bytes::copy_from_slice(h.app.bytes()));
+            chunks.push(ClosedChunk {
+                min_t: h.min_t,
+                max_t: h.app.last_t(),
+                data: Bytes::copy_from_slice(h.app.bytes()),
+            });
         }
-        let ooo = self
+        let samples = self
             .ooo
             .as_ref()
             .map(|o| o.iter().filter(|s| s.t >= start && s.t <= end).copied().collect())
             .unwrap_or_default();
-        SeriesSnapshot { chunks, ooo }
+        SeriesChunks { chunks, samples }
     }
 
     /// Drops every sample older than `cut` (they are in an uploaded block).
@@ -262,36 +260,6 @@ impl SeriesData {
         let head = self.head.as_ref().map(|h| h.app.len_bytes()).unwrap_or(0);
         let ooo = self.ooo.as_ref().map(|o| o.capacity() * size_of::<Sample>()).unwrap_or(0);
         closed + head + ooo
-    }
-}
-
-/// Samples of one series copied out of the head for a query.
-#[derive(Debug, Default)]
-pub struct SeriesSnapshot {
-    chunks: Vec<Bytes>,
-    ooo: Vec<Sample>,
-}
-
-impl SeriesSnapshot {
-    /// Decodes into `out` the samples in `[start, end]`, in time order.
-    pub fn decode_into(&self, start: i64, end: i64, out: &mut Vec<Sample>) {
-        out.clear();
-        let announced: usize = self.chunks.iter().map(|c| usize::from(XorIter::new(c).len_announced())).sum();
-        out.reserve(announced);
-        for c in &self.chunks {
-            for s in XorIter::new(c) {
-                if s.t > end {
-                    break;
-                }
-                if s.t >= start {
-                    out.push(s);
-                }
-            }
-        }
-        if !self.ooo.is_empty() {
-            let in_order = std::mem::take(out);
-            merge_sorted(&in_order, &self.ooo, out);
-        }
     }
 }
 

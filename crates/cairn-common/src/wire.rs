@@ -1,4 +1,5 @@
-//! A zero-copy reader for remote write bodies.
+//! A zero-copy reader for remote write bodies, and for the ingester's push
+//! requests, which carry the same `prometheus.TimeSeries`.
 //!
 //! prost decodes every label into an owned `String` and rejects invalid
 //! UTF-8 without saying where it was. This reader borrows names and values
@@ -8,7 +9,7 @@
 //! `proto/io/prometheus/write/v2/types.proto`; tests cross-check against the
 //! prost types generated from those files.
 
-use cairn_common::Sample;
+use crate::Sample;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("decoding protobuf: {0}")]
@@ -18,25 +19,26 @@ fn err<T>(what: impl Into<String>) -> Result<T, WireError> {
     Err(WireError(what.into()))
 }
 
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const FIXED32: u8 = 5;
+pub const VARINT: u8 = 0;
+pub const FIXED64: u8 = 1;
+pub const LEN: u8 = 2;
+pub const FIXED32: u8 = 5;
 
-struct Reader<'a> {
+/// Reads protobuf fields from a buffer, borrowing from it.
+pub struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub fn new(buf: &'a [u8]) -> Self {
         Self { buf }
     }
 
-    fn done(&self) -> bool {
+    pub fn done(&self) -> bool {
         self.buf.is_empty()
     }
 
-    fn varint(&mut self) -> Result<u64, WireError> {
+    pub fn varint(&mut self) -> Result<u64, WireError> {
         let mut out = 0u64;
         for i in 0..10 {
             let Some((&b, rest)) = self.buf.split_first() else {
@@ -51,7 +53,7 @@ impl<'a> Reader<'a> {
         err("varint longer than 10 bytes")
     }
 
-    fn key(&mut self) -> Result<(u32, u8), WireError> {
+    pub fn key(&mut self) -> Result<(u32, u8), WireError> {
         let k = self.varint()?;
         let field = u32::try_from(k >> 3).map_err(|_| WireError("field number out of range".into()))?;
         if field == 0 {
@@ -60,7 +62,7 @@ impl<'a> Reader<'a> {
         Ok((field, (k & 7) as u8))
     }
 
-    fn fixed64(&mut self) -> Result<u64, WireError> {
+    pub fn fixed64(&mut self) -> Result<u64, WireError> {
         if self.buf.len() < 8 {
             return err("truncated fixed64");
         }
@@ -71,7 +73,7 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], WireError> {
+    pub fn bytes(&mut self) -> Result<&'a [u8], WireError> {
         let n = self.varint()?;
         let n = usize::try_from(n).map_err(|_| WireError("length out of range".into()))?;
         if self.buf.len() < n {
@@ -82,7 +84,7 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
-    fn skip(&mut self, wire: u8) -> Result<(), WireError> {
+    pub fn skip(&mut self, wire: u8) -> Result<(), WireError> {
         match wire {
             VARINT => self.varint().map(drop),
             FIXED64 => self.fixed64().map(drop),
@@ -99,7 +101,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a field of the expected wire type, or fails naming it.
-    fn expect(&self, wire: u8, want: u8, what: &str) -> Result<(), WireError> {
+    pub fn expect(&self, wire: u8, want: u8, what: &str) -> Result<(), WireError> {
         if wire != want {
             return err(format!("{what} has wire type {wire}, expected {want}"));
         }
@@ -157,7 +159,8 @@ pub fn decode_v1(buf: &[u8]) -> Result<RawRequest<'_>, WireError> {
     Ok(req)
 }
 
-fn decode_v1_series(buf: &[u8]) -> Result<RawSeries<'_>, WireError> {
+/// Decodes one `prometheus.TimeSeries`.
+pub fn decode_v1_series(buf: &[u8]) -> Result<RawSeries<'_>, WireError> {
     let mut s = RawSeries::default();
     let mut r = Reader::new(buf);
     while !r.done() {
@@ -228,7 +231,8 @@ fn decode_sample(buf: &[u8]) -> Result<Sample, WireError> {
     Ok(s)
 }
 
-fn decode_v1_metadata(buf: &[u8]) -> Result<RawMetadata<'_>, WireError> {
+/// Decodes one `prometheus.MetricMetadata`.
+pub fn decode_v1_metadata(buf: &[u8]) -> Result<RawMetadata<'_>, WireError> {
     let mut m = RawMetadata { kind: 0, family: &[], help: &[], unit: &[] };
     let mut r = Reader::new(buf);
     while !r.done() {
