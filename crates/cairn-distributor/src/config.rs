@@ -38,11 +38,40 @@ pub struct DistributorConfig {
         default_value = "5s"
     )]
     pub remote_timeout: PromDuration,
+
+    /// Push requests this distributor handles at once (0 = no limit); more
+    /// get 503 with `Retry-After`, and Prometheus retries them.
+    #[arg(
+        long = "distributor.instance-limits.max-inflight-push-requests",
+        id = "distributor.max_inflight_push_requests",
+        env = "CAIRN_DISTRIBUTOR_MAX_INFLIGHT_PUSH_REQUESTS",
+        value_name = "N",
+        default_value_t = 2000
+    )]
+    pub max_inflight_push_requests: usize,
+
+    /// Bytes of push requests this distributor holds at once, as received
+    /// plus decompressed (0 = no limit); a request that would pass it gets
+    /// 503 with `Retry-After` before it is decompressed.
+    #[arg(
+        long = "distributor.instance-limits.max-inflight-push-requests-bytes",
+        id = "distributor.max_inflight_push_requests_bytes",
+        env = "CAIRN_DISTRIBUTOR_MAX_INFLIGHT_PUSH_REQUESTS_BYTES",
+        value_name = "BYTES",
+        default_value_t = 512 << 20
+    )]
+    pub max_inflight_push_requests_bytes: usize,
 }
 
 impl Default for DistributorConfig {
     fn default() -> Self {
-        Self { max_recv_msg_size: 100 << 20, replication_factor: 3, remote_timeout: PromDuration::from_secs(5) }
+        Self {
+            max_recv_msg_size: 100 << 20,
+            replication_factor: 3,
+            remote_timeout: PromDuration::from_secs(5),
+            max_inflight_push_requests: 2000,
+            max_inflight_push_requests_bytes: 512 << 20,
+        }
     }
 }
 
@@ -56,6 +85,15 @@ impl DistributorConfig {
         }
         if self.remote_timeout.is_zero() {
             return Err("distributor.remote_timeout must be more than 0".into());
+        }
+        let largest = self.max_recv_msg_size.saturating_mul(2);
+        if self.max_inflight_push_requests_bytes != 0 && self.max_inflight_push_requests_bytes < largest {
+            return Err(format!(
+                "distributor.max_inflight_push_requests_bytes ({}) must be 0 or at least twice \
+                 distributor.max_recv_msg_size ({largest}): a request of the largest size holds its body \
+                 compressed and decompressed",
+                self.max_inflight_push_requests_bytes
+            ));
         }
         Ok(())
     }

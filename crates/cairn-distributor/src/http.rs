@@ -7,9 +7,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cairn_common::TenantId;
+use cairn_common::status::{CodedError, ServiceError};
 use cairn_common::tenant::TENANT_HEADER;
 use tracing::debug;
 
+use crate::error::PushError;
 use crate::{Distributor, Protocol, WriteResult};
 
 pub const SAMPLES_WRITTEN: &str = "X-Prometheus-Remote-Write-Samples-Written";
@@ -22,25 +24,26 @@ pub fn routes(d: Distributor) -> Router {
     Router::new().route("/api/v1/push", post(push)).route("/api/v1/write", post(push)).with_state(d)
 }
 
-fn text(status: StatusCode, msg: impl Into<String>) -> Response {
-    let mut msg = msg.into();
-    msg.push('\n');
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg).into_response()
+/// The answer to a refused request, through the common error table.
+fn refuse(e: PushError) -> Response {
+    let close = e.closes_connection();
+    let mut r = e.to_service_error().into_response();
+    if close {
+        // The rest of the body is unread, so this connection cannot
+        // carry another request: tell the client not to reuse it.
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// Picks the protocol from the headers, before the body is read.
-pub fn negotiate(headers: &HeaderMap) -> Result<Protocol, Response> {
+pub fn negotiate(headers: &HeaderMap) -> Result<Protocol, PushError> {
     let encoding = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?"));
     match encoding.map(|e| e.trim().to_ascii_lowercase()) {
         // Prometheus treats a missing encoding as snappy too.
         None => {}
         Some(e) if e == "snappy" => {}
-        Some(e) => {
-            return Err(text(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Encoding {e:?}: remote write bodies must be snappy block-compressed"),
-            ));
-        }
+        Some(e) => return Err(PushError::UnsupportedEncoding(e)),
     }
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Ok(Protocol::V1);
@@ -49,10 +52,7 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Protocol, Response> {
     let mut parts = ct.split(';').map(str::trim);
     let media = parts.next().unwrap_or("").to_ascii_lowercase();
     if media != "application/x-protobuf" {
-        return Err(text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("unsupported Content-Type {ct:?}: expected application/x-protobuf"),
-        ));
+        return Err(PushError::UnsupportedContentType(ct.to_owned()));
     }
     let mut proto = None;
     for p in parts {
@@ -65,44 +65,43 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Protocol, Response> {
     match proto.as_deref() {
         None | Some("prometheus.WriteRequest") => Ok(Protocol::V1),
         Some("io.prometheus.write.v2.Request") => Ok(Protocol::V2),
-        Some(other) => Err(text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "unsupported remote write message {other:?}: expected prometheus.WriteRequest or io.prometheus.write.v2.Request"
-            ),
-        )),
+        Some(other) => Err(PushError::UnsupportedMessage(other.to_owned())),
     }
 }
 
-/// Decompresses a snappy block body, refusing to allocate more than `limit`.
-pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, Response> {
+/// The size a snappy block body declares it decompresses to, refused over
+/// `limit` before anything is allocated.
+pub fn decompressed_len(body: &[u8], limit: usize) -> Result<usize, PushError> {
     if body.is_empty() {
-        return Err(text(StatusCode::BAD_REQUEST, "empty request body: expected a snappy-compressed protobuf message"));
+        return Err(PushError::EmptyBody);
     }
-    let len = snap::raw::decompress_len(body)
-        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("body is not snappy block-compressed: {e}")))?;
+    let len = snap::raw::decompress_len(body).map_err(|e| PushError::NotSnappy(e.to_string()))?;
     if len > limit {
-        return Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "decompressed body would be {len} bytes, more than the limit of {limit} (raise --distributor.max-recv-msg-size)"
-            ),
-        ));
+        return Err(PushError::DecompressedTooLarge { len, limit });
     }
-    snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("body is not valid snappy block data: {e}")))
+    Ok(len)
+}
+
+/// Decompresses a snappy block body, refusing to allocate more than `limit`.
+pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, PushError> {
+    decompressed_len(body, limit)?;
+    snap::raw::Decoder::new().decompress_vec(body).map_err(|e| PushError::BadSnappy(e.to_string()))
 }
 
 async fn push(State(d): State<Distributor>, headers: HeaderMap, body: Body) -> Response {
     let protocol = match negotiate(&headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return refuse(e),
     };
     let tenant_header = headers.get(TENANT_HEADER).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     let tenant = match TenantId::from_header(tenant_header) {
         Ok(t) => t,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid {TENANT_HEADER} header: {e}")),
+        Err(e) => return refuse(PushError::BadTenant(e.to_string())),
+    };
+    // Admitted before the body is read, so that a burst is refused cheaply.
+    let mut held = match d.in_flight().enter() {
+        Ok(h) => h,
+        Err(e) => return refuse(e),
     };
     let limit = d.config().max_recv_msg_size;
     let compressed = match axum::body::to_bytes(body, limit).await {
@@ -110,38 +109,39 @@ async fn push(State(d): State<Distributor>, headers: HeaderMap, body: Body) -> R
         Err(e) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
-            return if too_large {
-                let mut r = text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "request body is larger than the limit of {limit} bytes (raise --distributor.max-recv-msg-size)"
-                    ),
-                );
-                // The rest of the body is unread, so this connection cannot
-                // carry another request: tell the client not to reuse it.
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                r
+            return refuse(if too_large {
+                PushError::BodyTooLarge { limit }
             } else if timed_out(&e) {
-                // The server's body deadline passed: the client was too slow.
-                let mut r = text(StatusCode::REQUEST_TIMEOUT, format!("reading request body: {e}"));
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                r
+                PushError::BodyTimeout(e.to_string())
             } else {
-                text(StatusCode::BAD_REQUEST, format!("reading request body: {e}"))
-            };
+                PushError::BodyRead(e.to_string())
+            });
         }
     };
-    let body = match decompress(&compressed, limit) {
-        Ok(b) => b,
-        Err(r) => return r,
+    // Decompressing, decoding and validating take CPU in proportion to the
+    // body (up to --distributor.max-recv-msg-size): off the async runtime.
+    let prepared = {
+        let d = d.clone();
+        let tenant = tenant.clone();
+        tokio::task::spawn_blocking(move || {
+            held.hold(compressed.len())?;
+            held.hold(decompressed_len(&compressed, limit)?)?;
+            let body = decompress(&compressed, limit)?;
+            drop(compressed);
+            Ok::<_, PushError>((d.prepare(&tenant, protocol, &body)?, held))
+        })
+        .await
     };
-    let result = d.write(&tenant, protocol, &body).await;
-    let mut response = match &result {
-        Err(e) => text(e.code.http_status(), e.message.clone()),
-        Ok(r) => respond(r),
+    let (mut response, written) = match prepared {
+        Ok(Ok((validated, held))) => {
+            let result = d.push_validated(&tenant, validated).await;
+            drop(held);
+            (respond(&result), result.samples_written())
+        }
+        Ok(Err(e)) => (refuse(e), 0),
+        Err(e) => (ServiceError::internal(format!("preparing the request failed: {e}")).into_response(), 0),
     };
     if protocol == Protocol::V2 {
-        let written = result.as_ref().map(WriteResult::samples_written).unwrap_or(0);
         let h = response.headers_mut();
         h.insert(SAMPLES_WRITTEN, HeaderValue::from(written));
         h.insert(HISTOGRAMS_WRITTEN, HeaderValue::from(0u64));
@@ -164,7 +164,7 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 
 fn respond(r: &WriteResult) -> Response {
     let outcome = match &r.pushed {
-        Err(e) => return text(e.code.http_status(), e.message.clone()),
+        Err(e) => return e.clone().into_response(),
         Ok(o) => o,
     };
     let v = &r.validated;
@@ -179,7 +179,7 @@ fn respond(r: &WriteResult) -> Response {
         return StatusCode::NO_CONTENT.into_response();
     }
     debug!(problems = ?problems, "remote write partially rejected");
-    text(StatusCode::BAD_REQUEST, problems.join("\n"))
+    ServiceError::bad_data(problems.join("\n")).into_response()
 }
 
 #[cfg(test)]
@@ -216,8 +216,8 @@ mod tests {
             &[("content-type", "application/x-protobuf;proto=foo.Bar")][..],
             &[("content-encoding", "gzip")][..],
         ] {
-            let r = negotiate(&headers(bad)).expect_err("unsupported");
-            assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            let e = negotiate(&headers(bad)).expect_err("unsupported");
+            assert_eq!(refuse(e).status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
         }
     }
 
@@ -242,16 +242,69 @@ mod tests {
     fn decompress_checks_the_declared_size_before_allocating() {
         // A varint header claiming 4 GiB - 1 bytes followed by nothing.
         let lying = [0xff, 0xff, 0xff, 0xff, 0x0f];
-        assert_eq!(decompress(&lying, 1 << 20).expect_err("too large").status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let status = |e: PushError| refuse(e).status();
+        assert_eq!(status(decompress(&lying, 1 << 20).expect_err("too large")), StatusCode::PAYLOAD_TOO_LARGE);
         // One claiming 4 GiB exactly is beyond snappy's format: malformed.
         let lying = [0x80, 0x80, 0x80, 0x80, 0x10];
-        assert_eq!(decompress(&lying, 1 << 20).expect_err("malformed").status(), StatusCode::BAD_REQUEST);
-        assert_eq!(decompress(&[], 1 << 20).expect_err("empty").status(), StatusCode::BAD_REQUEST);
+        assert_eq!(status(decompress(&lying, 1 << 20).expect_err("malformed")), StatusCode::BAD_REQUEST);
+        assert_eq!(status(decompress(&[], 1 << 20).expect_err("empty")), StatusCode::BAD_REQUEST);
         let short = snap::raw::Encoder::new().compress_vec(b"hello world hello world").expect("compress");
         assert_eq!(
-            decompress(&short[..short.len() - 2], 1 << 20).expect_err("truncated").status(),
+            status(decompress(&short[..short.len() - 2], 1 << 20).expect_err("truncated")),
             StatusCode::BAD_REQUEST
         );
         assert_eq!(decompress(&short, 1 << 20).expect("ok"), b"hello world hello world");
+    }
+
+    /// A pusher that holds every push until told to let go.
+    struct Held(tokio::sync::Semaphore);
+
+    #[async_trait::async_trait]
+    impl cairn_common::push::Pusher for Held {
+        async fn push(
+            &self,
+            _tenant: &TenantId,
+            _batch: cairn_common::push::PushBatch,
+        ) -> Result<cairn_common::push::PushOutcome, ServiceError> {
+            let _permit = self.0.acquire().await.map_err(|e| ServiceError::internal(e.to_string()))?;
+            Ok(Default::default())
+        }
+    }
+
+    fn write_request() -> axum::http::Request<Body> {
+        let one = cairn_proto::prometheus::WriteRequest {
+            timeseries: vec![cairn_proto::prometheus::TimeSeries {
+                labels: vec![cairn_proto::prometheus::Label { name: "__name__".into(), value: "up".into() }],
+                samples: vec![cairn_proto::prometheus::Sample { value: 1.0, timestamp: cairn_common::time::now_ms() }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let body = snap::raw::Encoder::new().compress_vec(&prost::Message::encode_to_vec(&one)).expect("compress");
+        axum::http::Request::post("/api/v1/push").body(Body::from(body)).expect("request")
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_in_flight_limit_get_503_with_retry_after() {
+        use tower::ServiceExt;
+        let pusher = std::sync::Arc::new(Held(tokio::sync::Semaphore::new(0)));
+        let cfg = crate::DistributorConfig { max_inflight_push_requests: 1, ..Default::default() };
+        let mut registry = cairn_common::metrics::Registry::default();
+        let d = Distributor::new(cfg, Default::default(), pusher.clone(), &mut registry);
+        let app = routes(d.clone());
+        let first = tokio::spawn(app.clone().oneshot(write_request()));
+        while d.in_flight().requests() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = app.clone().oneshot(write_request()).await.expect("response");
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        let body = axum::body::to_bytes(refused.into_body(), 1 << 16).await.expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("--distributor.instance-limits.max-inflight-push-requests"), "{text}");
+        pusher.0.add_permits(10);
+        assert_eq!(first.await.expect("join").expect("response").status(), StatusCode::NO_CONTENT);
+        assert_eq!((d.in_flight().requests(), d.in_flight().bytes()), (0, 0), "everything released");
+        assert_eq!(app.oneshot(write_request()).await.expect("response").status(), StatusCode::NO_CONTENT);
     }
 }

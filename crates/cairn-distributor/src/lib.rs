@@ -20,9 +20,11 @@
 //! ingester did not confirm.
 
 pub mod config;
+pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod inflight;
 pub mod metrics;
 pub mod replication;
 pub mod validate;
@@ -35,6 +37,8 @@ use cairn_common::push::{PushOutcome, Pusher};
 use cairn_common::status::ServiceError;
 
 pub use config::{DistributorConfig, ValidationConfig};
+pub use error::PushError;
+use inflight::InFlight;
 use metrics::DistributorMetrics;
 use validate::Validated;
 
@@ -50,6 +54,7 @@ struct Inner {
     limits: ValidationConfig,
     pusher: Arc<dyn Pusher>,
     metrics: DistributorMetrics,
+    in_flight: Arc<InFlight>,
 }
 
 /// A cheap-to-clone handle to the distributor of this process.
@@ -91,7 +96,19 @@ impl Distributor {
         pusher: Arc<dyn Pusher>,
         registry: &mut Registry,
     ) -> Self {
-        Self { inner: Arc::new(Inner { cfg, limits, pusher, metrics: DistributorMetrics::new(registry) }) }
+        let metrics = DistributorMetrics::new(registry);
+        let in_flight = InFlight::with_gauges(
+            cfg.max_inflight_push_requests,
+            cfg.max_inflight_push_requests_bytes,
+            metrics.inflight_requests.clone(),
+            metrics.inflight_bytes.clone(),
+        );
+        Self { inner: Arc::new(Inner { cfg, limits, pusher, metrics, in_flight }) }
+    }
+
+    /// The bounds on requests held at once.
+    pub fn in_flight(&self) -> &Arc<InFlight> {
+        &self.inner.in_flight
     }
 
     pub fn config(&self) -> &DistributorConfig {
@@ -99,18 +116,29 @@ impl Distributor {
     }
 
     /// Decodes, validates and pushes one decompressed body.
-    pub async fn write(&self, tenant: &TenantId, protocol: Protocol, body: &[u8]) -> Result<WriteResult, ServiceError> {
+    pub async fn write(&self, tenant: &TenantId, protocol: Protocol, body: &[u8]) -> Result<WriteResult, PushError> {
+        let validated = self.prepare(tenant, protocol, body)?;
+        Ok(self.push_validated(tenant, validated).await)
+    }
+
+    /// Decodes and validates one decompressed body: CPU work only, which
+    /// the HTTP path runs off the async runtime.
+    pub fn prepare(&self, tenant: &TenantId, protocol: Protocol, body: &[u8]) -> Result<Validated, PushError> {
         let raw = match protocol {
             Protocol::V1 => cairn_common::wire::decode_v1(body),
             Protocol::V2 => cairn_common::wire::decode_v2(body),
-        }
-        .map_err(|e| ServiceError::bad_data(e.to_string()))?;
-        let mut validated = validate::validate(raw, &self.inner.limits, cairn_common::time::now_ms());
+        }?;
+        let validated = validate::validate(raw, &self.inner.limits, cairn_common::time::now_ms());
         let m = &self.inner.metrics;
         m.received(tenant, validated.samples_received, validated.batch.metadata.len() as u64);
         for (reason, n) in &validated.discarded {
             m.discarded(tenant, reason.as_str(), *n);
         }
+        Ok(validated)
+    }
+
+    /// Hands what validation kept to the ingesters.
+    pub async fn push_validated(&self, tenant: &TenantId, mut validated: Validated) -> WriteResult {
         let batch = std::mem::take(&mut validated.batch);
         let samples_pushed = batch.num_samples() as u64;
         let pushed = if batch.series.is_empty() && batch.metadata.is_empty() {
@@ -120,10 +148,10 @@ impl Distributor {
         };
         if let Ok(o) = &pushed {
             for r in &o.rejections {
-                m.discarded(tenant, r.reason.as_str(), r.samples);
+                self.inner.metrics.discarded(tenant, r.reason.as_str(), r.samples);
             }
         }
-        Ok(WriteResult { validated, samples_pushed, pushed })
+        WriteResult { validated, samples_pushed, pushed }
     }
 }
 

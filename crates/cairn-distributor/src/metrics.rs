@@ -4,6 +4,7 @@ use cairn_common::TenantId;
 use cairn_common::metrics::Registry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -12,6 +13,9 @@ pub struct DistributorMetrics {
     received_samples: Family<Labels, Counter>,
     received_metadata: Family<Labels, Counter>,
     discarded_samples: Family<Labels, Counter>,
+    /// Push requests held now, and their bytes (see `crate::inflight`).
+    pub inflight_requests: Gauge,
+    pub inflight_bytes: Gauge,
 }
 
 impl DistributorMetrics {
@@ -24,6 +28,12 @@ impl DistributorMetrics {
             "discarded_samples",
             "Samples dropped by validation or refused by ingesters, per tenant and reason",
             m.discarded_samples.clone(),
+        );
+        r.register("inflight_push_requests", "Push requests being handled", m.inflight_requests.clone());
+        r.register(
+            "inflight_push_requests_bytes",
+            "Bytes held by push requests being handled, as received plus decompressed",
+            m.inflight_bytes.clone(),
         );
         m
     }

@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use cairn_common::chunk::SeriesChunks;
 use cairn_common::metrics::Registry;
 use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher};
-use cairn_common::status::ServiceError;
+use cairn_common::status::{CodedError, ServiceError};
 use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, charge_strings};
 use cairn_common::task::catch_panic;
 use cairn_common::{ErrorCode, Labels, Shutdown, TenantId};
@@ -221,7 +221,7 @@ impl Ingester {
             Some(s) => s
                 .ship_all(self, whole_head)
                 .await
-                .map_err(|e| ServiceError::new(ErrorCode::Unavailable, format!("shipping blocks: {e}"))),
+                .map_err(|e| ServiceError::new(e.error_code(), format!("shipping blocks: {e}"))),
             None => Ok(()),
         }
     }

@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_common::ErrorCode;
+use cairn_common::status::CodedError;
 use cairn_common::task::catch_panic_async;
 use cairn_common::{Labels, Sample, Shutdown, TenantId};
 use cairn_storage::block::{BlockWriter, WriteOptions, row_order};
@@ -110,6 +112,18 @@ pub enum ShipError {
     Panic(String),
 }
 
+impl CodedError for ShipError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            // Object storage failing is retryable; a local disk or a bug
+            // is the ingester's fault.
+            ShipError::Object(_) => ErrorCode::Unavailable,
+            ShipError::Storage(e) => e.error_code(),
+            ShipError::Io(_) | ShipError::Json(_) | ShipError::Panic(_) => ErrorCode::Internal,
+        }
+    }
+}
+
 /// The block shipping state of one ingester.
 pub struct Shipper {
     sink: BlockSink,
@@ -158,34 +172,22 @@ impl Shipper {
         self.staging.join(tenant.as_str())
     }
 
-    /// Local blocks of a tenant waiting for upload, oldest first. Leftover
-    /// temporary directories (a crash mid-write) are removed: their period
-    /// is still in the head and is cut again.
-    fn pending(&self, tenant: &TenantId) -> std::io::Result<Vec<PathBuf>> {
+    /// Local blocks of a tenant waiting for upload, oldest first (see
+    /// [`pending_blocks`]), listed on the blocking pool.
+    async fn pending(&self, tenant: &TenantId) -> std::io::Result<Vec<PathBuf>> {
         let dir = self.tenant_dir(tenant);
-        let mut out = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".tmp") {
-                std::fs::remove_dir_all(&path)?;
-            } else if name.parse::<Ulid>().is_ok() {
-                out.push(path);
-            }
-        }
-        out.sort();
-        Ok(out)
+        blocking_io(move || pending_blocks(&dir)).await
     }
 
     /// Tenants with local blocks, whether or not their head is open.
-    fn tenants_with_pending(&self) -> Vec<TenantId> {
-        let Ok(entries) = std::fs::read_dir(&self.staging) else { return Vec::new() };
-        entries.filter_map(|e| e.ok()?.file_name().to_str().and_then(|n| TenantId::new(n).ok())).collect()
+    async fn tenants_with_pending(&self) -> Vec<TenantId> {
+        let staging = self.staging.clone();
+        blocking_io(move || {
+            let Ok(entries) = std::fs::read_dir(&staging) else { return Ok(Vec::new()) };
+            Ok(entries.filter_map(|e| e.ok()?.file_name().to_str().and_then(|n| TenantId::new(n).ok())).collect())
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// One round over every tenant: upload what is pending, cut what is
@@ -195,7 +197,7 @@ impl Shipper {
     /// period up to its newest sample (see [`Shipper::next_period`]).
     pub async fn ship_all(&self, ingester: &Ingester, whole_head: bool) -> Result<(), ShipError> {
         let _round = self.round.lock().await;
-        let mut tenants = self.tenants_with_pending();
+        let mut tenants = self.tenants_with_pending().await;
         tenants.extend(ingester.tenants().into_iter().map(|db| db.tenant.clone()));
         tenants.sort();
         tenants.dedup();
@@ -214,14 +216,14 @@ impl Shipper {
                 self.metrics.tenant_failures.inc();
                 first_err.get_or_insert(e);
             }
-            pending += self.pending(&tenant).map(|p| p.len()).unwrap_or(0);
+            pending += self.pending(&tenant).await.map(|p| p.len()).unwrap_or(0);
         }
         self.metrics.blocks_pending.set(pending as i64);
         first_err.map_or(Ok(()), Err)
     }
 
     async fn ship(&self, tenant: &TenantId, db: Option<&Arc<TenantDb>>, whole_head: bool) -> Result<(), ShipError> {
-        for dir in self.pending(tenant)? {
+        for dir in self.pending(tenant).await? {
             self.upload(tenant, db, &dir).await?;
         }
         let Some(db) = db else { return Ok(()) };
@@ -351,6 +353,34 @@ impl Shipper {
 
 /// Writes the head's samples in `[start, end)` as a block in `dir/<id>/`;
 /// `None` when the period holds no sample.
+/// Local blocks in `dir` waiting for upload, oldest first. Leftover
+/// temporary directories (a crash mid-write) are removed: their period is
+/// still in the head and is cut again.
+fn pending_blocks(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".tmp") {
+            std::fs::remove_dir_all(&path)?;
+        } else if name.parse::<Ulid>().is_ok() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Runs file-system work on the blocking pool.
+async fn blocking_io<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| std::io::Error::other(e.to_string()))?
+}
+
 fn write_period(
     db: &TenantDb,
     start: i64,

@@ -1,7 +1,7 @@
 //! Query errors, classified as Prometheus classifies them.
 
 use cairn_common::ErrorCode;
-use cairn_common::status::ServiceError;
+use cairn_common::status::{CodedError, ServiceError};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
@@ -26,8 +26,8 @@ pub enum EvalError {
     Storage(ServiceError),
 }
 
-impl EvalError {
-    pub fn code(&self) -> ErrorCode {
+impl CodedError for EvalError {
+    fn error_code(&self) -> ErrorCode {
         match self {
             EvalError::BadData(_) => ErrorCode::BadData,
             EvalError::Execution(_) | EvalError::Limit(_) => ErrorCode::Execution,

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cairn_common::memory::{MemoryBudget, Reservation};
-use cairn_common::status::ServiceError;
+use cairn_common::status::{CodedError, ServiceError};
 use cairn_common::storage::ReadContext;
 use parking_lot::Mutex;
 
@@ -135,7 +135,7 @@ impl QueryMeter {
 impl ReadContext for QueryMeter {
     fn charge(&self, bytes: usize) -> std::result::Result<(), ServiceError> {
         QueryMeter::charge(self, bytes).map_err(|e| {
-            let err = ServiceError::new(e.code(), e.to_string());
+            let err = e.to_service_error();
             *self.tripped.lock() = Some(e);
             err
         })

@@ -9,7 +9,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cairn_common::status::ServiceError;
+use cairn_common::status::{CodedError, ServiceError};
 use cairn_common::storage::LabelsRequest;
 use cairn_common::tenant::TENANT_HEADER;
 use cairn_common::time::{MAX_TIME_MS, MIN_TIME_MS, now_ms};
@@ -53,7 +53,7 @@ fn bad_data(msg: impl AsRef<str>) -> Response {
 }
 
 fn eval_error(e: EvalError) -> Response {
-    api_error(e.code(), e.to_string())
+    api_error(e.error_code(), e.to_string())
 }
 
 fn service_error(e: ServiceError) -> Response {

@@ -26,7 +26,9 @@ pub struct RingConfig {
     pub advertise_address: String,
 
     /// This ingester's id in the ring; keep it across restarts. Default:
-    /// the host name.
+    /// the host name and the gRPC port (`host-9095`), so that several
+    /// ingesters on one host differ; recorded in the data directory, which
+    /// keeps it from then on.
     #[arg(
         long = "ring.instance-id",
         id = "ring.instance_id",

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use cairn_common::status::{CodedError, ServiceError};
 use serde::Serialize;
 
+use crate::RingAccess;
 use crate::state::Command;
-use crate::{RingAccess, RingError};
 
 #[derive(Serialize)]
 struct MemberJson {
@@ -107,15 +108,14 @@ async fn page(State(ring): State<Arc<dyn RingAccess>>, headers: HeaderMap) -> Re
 async fn forget(State(ring): State<Arc<dyn RingAccess>>, headers: HeaderMap, body: String) -> Response {
     let id = form_urlencoded::parse(body.as_bytes()).find(|(k, _)| k == "forget").map(|(_, v)| v.into_owned());
     let Some(id) = id.filter(|i| !i.is_empty()) else {
-        return (StatusCode::BAD_REQUEST, "expected the form field forget=<instance id>\n").into_response();
+        return ServiceError::bad_data("expected the form field forget=<instance id>").into_response();
     };
     match ring.propose(Command::Forget { id: id.clone() }).await {
         Ok(()) if wants_json(&headers) => {
             axum::Json(serde_json::json!({"status": "success", "forgotten": id})).into_response()
         }
         Ok(()) => Redirect::to("/ring").into_response(),
-        Err(RingError::Rejected(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => e.to_service_error().into_response(),
     }
 }
 

@@ -50,6 +50,17 @@ pub enum RingError {
     Rejected(String),
 }
 
+impl cairn_common::status::CodedError for RingError {
+    fn error_code(&self) -> cairn_common::ErrorCode {
+        match self {
+            RingError::Unavailable(_) => cairn_common::ErrorCode::Unavailable,
+            // A command the ring's rules refuse (forgetting an unknown
+            // member) is the caller's mistake.
+            RingError::Rejected(_) => cairn_common::ErrorCode::BadData,
+        }
+    }
+}
+
 /// What the ring page and its actions need, whether the process is a ring
 /// member (an ingester) or only watches the ring.
 #[async_trait::async_trait]

@@ -107,6 +107,27 @@ fn load_tokens(path: &Path, n: usize) -> anyhow::Result<Vec<u32>> {
     Ok(tokens)
 }
 
+/// This ingester's instance id when `--ring.instance-id` is not set: the
+/// one recorded in `<data_dir>/ring/instance-id` by an earlier start, else
+/// the host name for a data directory that already holds Raft state (the
+/// default of older versions, kept so that an upgrade does not turn the
+/// member into a new one), else `default`. The id chosen is recorded.
+pub fn default_instance_id(data_dir: &Path, host: &str, default: String) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let dir = data_dir.join("ring");
+    let file = dir.join("instance-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = if dir.join("raft.redb").exists() { host.to_owned() } else { default };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&file, format!("{id}\n")).with_context(|| format!("writing {}", file.display()))?;
+    Ok(id)
+}
+
 impl RingNode {
     /// Opens the Raft storage under `<data_dir>/ring` and starts the Raft
     /// node. It serves Raft traffic at once; [`RingNode::join`] registers

@@ -175,7 +175,11 @@ impl<'a> ReadSet<'a> {
         let (members, unhealthy) = snap.read_members(health);
         let recently_left =
             snap.members().iter().any(|m| m.state == MemberState::Left && health.now_ms - m.heartbeat_ms <= settle_ms);
-        let lost = snap.members().iter().filter(|m| m.state != MemberState::Left && m.lost_data_ms > start_ms).count();
+        let lost = snap
+            .members()
+            .iter()
+            .filter(|m| m.state != MemberState::Left && m.lost_data_ms > 0 && m.lost_data_ms > start_ms)
+            .count();
         let tolerated = if recently_left { 0 } else { (rf - quorum(rf)).saturating_sub(lost) };
         Self { members, unhealthy, tolerated, rf }
     }

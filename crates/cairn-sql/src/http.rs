@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_common::ErrorCode;
 use cairn_common::TenantId;
+use cairn_common::status::CodedError;
 use cairn_common::tenant::TENANT_HEADER;
 use cairn_common::time::{MAX_TIME_MS, MIN_TIME_MS, parse_time};
 use serde_json::json;
@@ -64,6 +65,6 @@ async fn handle(State(sql): State<Sql>, headers: HeaderMap, RawQuery(query): Raw
             let body = json!({"status": "success", "data": result});
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
-        Err(e) => error(e.code(), e),
+        Err(e) => error(e.error_code(), e),
     }
 }

@@ -30,6 +30,7 @@ use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use cairn_common::memory::{BudgetExceeded, MemoryBudget};
+use cairn_common::status::CodedError;
 use cairn_common::storage::{LabelsRequest, Queryable};
 use cairn_common::{ErrorCode, TenantId};
 use cairn_storage::BlockStore;
@@ -77,9 +78,8 @@ pub enum SqlError {
     Internal(String),
 }
 
-impl SqlError {
-    /// The error's code in the common table.
-    pub fn code(&self) -> ErrorCode {
+impl CodedError for SqlError {
+    fn error_code(&self) -> ErrorCode {
         match self {
             SqlError::BadQuery(_) => ErrorCode::BadData,
             SqlError::Unavailable(_) => ErrorCode::Unavailable,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_common::metrics::Registry;
+use cairn_common::status::CodedError;
 use cairn_common::{Labels, Sample, TenantId};
 use cairn_storage::block::{BlockWriter, WriteOptions, row_order};
 use cairn_storage::meta::{BlockMeta, FORMAT_VERSION};
@@ -210,9 +211,9 @@ async fn memory_and_depth_limits_name_their_flags() {
         .expect_err("over the memory limit");
     assert!(matches!(e, SqlError::Limit(_)), "{e}");
     assert!(e.to_string().contains("--sql.max-memory-bytes"), "{e}");
-    assert_eq!(e.code(), ErrorCode::Execution);
+    assert_eq!(e.error_code(), ErrorCode::Execution);
     let deep = format!("SELECT count(*) FROM samples WHERE {}", vec!["value = 1"; 2000].join(" OR "));
     let e = f.sql.query(&tenant(), &deep, i64::MIN, i64::MAX).await.expect_err("too deep");
     assert!(e.to_string().contains("--sql.max-expression-depth"), "{e}");
-    assert_eq!(e.code(), ErrorCode::BadData);
+    assert_eq!(e.error_code(), ErrorCode::BadData);
 }

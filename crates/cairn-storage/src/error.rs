@@ -1,5 +1,8 @@
 //! Errors of the long-term tier.
 
+use cairn_common::ErrorCode;
+use cairn_common::status::{CodedError, ServiceError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("object storage: {0}")]
@@ -52,14 +55,25 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl From<Error> for cairn_common::status::ServiceError {
-    fn from(e: Error) -> Self {
-        use cairn_common::ErrorCode;
-        let code = match &e {
+impl CodedError for Error {
+    fn error_code(&self) -> ErrorCode {
+        match self {
             Error::ObjectStore(_) | Error::Io(_) | Error::Unavailable(_) => ErrorCode::Unavailable,
-            Error::Limit(e) => return e.clone(),
+            Error::Limit(e) => e.code,
             _ => ErrorCode::Internal,
-        };
-        cairn_common::status::ServiceError::new(code, format!("long-term storage: {e}"))
+        }
+    }
+
+    fn to_service_error(&self) -> ServiceError {
+        match self {
+            Error::Limit(e) => e.clone(),
+            e => ServiceError::new(e.error_code(), format!("long-term storage: {e}")),
+        }
+    }
+}
+
+impl From<Error> for ServiceError {
+    fn from(e: Error) -> Self {
+        e.to_service_error()
     }
 }

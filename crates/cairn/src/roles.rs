@@ -63,12 +63,23 @@ fn host_name() -> String {
 }
 
 /// Who this ingester is in the ring: `--ring.instance-id` (default: the
-/// host name) reachable at `--ring.advertise-address` (default: the gRPC
-/// listen address, with the host name when it listens on every interface).
+/// host name and the gRPC port, so that ingesters sharing a host differ)
+/// reachable at `--ring.advertise-address` (default: the gRPC listen
+/// address, with the host name when it listens on every interface).
 fn identity(cfg: &Config) -> anyhow::Result<Identity> {
-    let id = if cfg.ring.instance_id.is_empty() { host_name() } else { cfg.ring.instance_id.clone() };
+    let listen = crate::config::listen_addr(&cfg.server.grpc_listen_address)?;
+    let id = if cfg.ring.instance_id.is_empty() {
+        let id = cairn_ring::node::default_instance_id(
+            &cfg.data_dir,
+            &host_name(),
+            format!("{}-{}", host_name(), listen.port()),
+        )?;
+        tracing::info!(id = %id, "ring instance id not set (--ring.instance-id): using {id}");
+        id
+    } else {
+        cfg.ring.instance_id.clone()
+    };
     let addr = if cfg.ring.advertise_address.is_empty() {
-        let listen = crate::config::listen_addr(&cfg.server.grpc_listen_address)?;
         if listen.ip().is_unspecified() { format!("{}:{}", host_name(), listen.port()) } else { listen.to_string() }
     } else {
         cfg.ring.advertise_address.clone()

@@ -408,3 +408,39 @@ async fn scaling_out_and_draining_lose_nothing() {
     let log = writer.finish().await;
     assert_all_acked_samples_answered(&cl.querier, &log.acked).await;
 }
+
+/// Three ingesters started on one host as a new user would, without
+/// `--ring.instance-id` or `--ring.advertise-address`: each takes its own
+/// id (host name and gRPC port), all three join, and a restart keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingesters_on_one_host_take_distinct_default_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ingesters: Vec<Cairn> = (0..3)
+        .map(|i| {
+            let mut c = Cairn::prepare("ingester", &dir.path().join(format!("ingester-{i}")), &[]);
+            c.extra.extend(RING_FLAGS.iter().map(|s| s.to_string()));
+            c
+        })
+        .collect();
+    let join: Vec<String> = ingesters.iter().map(Cairn::grpc_addr).collect();
+    for ing in &mut ingesters {
+        ing.extra.push(format!("--ring.join={}", join.join(",")));
+        ing.spawn_background().expect("start ingester");
+    }
+    for ing in &mut ingesters {
+        ing.wait_until_ready().expect("every ingester joins");
+    }
+    let refs: Vec<&Cairn> = ingesters.iter().collect();
+    wait_ring(&refs, "three ACTIVE members", |m, _| m.len() == 3 && m.values().all(|(s, _)| s == "ACTIVE")).await;
+    let c = client();
+    let (members, _) = ring_summary(&ring_json(&c, &ingesters[0].url("")).await.expect("ring"));
+    for ing in &ingesters {
+        let port = ing.grpc_addr().rsplit(':').next().unwrap_or_default().to_owned();
+        assert!(members.keys().any(|id| id.ends_with(&format!("-{port}"))), "an id per gRPC port: {members:?}");
+    }
+    // The id is recorded: a restart comes back as the same member.
+    ingesters[2].kill9().expect("kill -9");
+    ingesters[2].spawn().expect("restart");
+    let refs: Vec<&Cairn> = ingesters.iter().collect();
+    wait_ring(&refs, "the same three members", |m, _| m.len() == 3 && m.values().all(|(s, _)| s == "ACTIVE")).await;
+}

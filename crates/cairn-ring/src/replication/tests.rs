@@ -245,4 +245,14 @@ fn a_member_that_lost_its_data_is_not_counted_on_for_older_data() {
     assert_eq!(ReadSet::new(&snap, 3, &OK, 0, 1_000).needed(), 3);
     // Data written since: any two of three.
     assert_eq!(ReadSet::new(&snap, 3, &OK, 0, 1_250).needed(), 2);
+    // A read with no lower bound counts only the member that lost data.
+    assert_eq!(ReadSet::new(&snap, 3, &OK, 0, i64::MIN).needed(), 3);
+    let mut whole = RingState::default();
+    for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+        let m = Member { heartbeat_ms: 1_000, ..crate::state::tests::member(id, "", &[i as u32]) };
+        whole.apply(Command::Join { member: m, fresh: true });
+        whole.apply(Command::SetState { id: id.into(), state: MemberState::Active, at_ms: 1_000 });
+    }
+    let whole = RingSnapshot::new(whole, 1, None);
+    assert_eq!(ReadSet::new(&whole, 3, &OK, 0, i64::MIN).needed(), 2, "nothing lost, nothing counted");
 }
