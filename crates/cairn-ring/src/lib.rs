@@ -8,6 +8,7 @@
 //! `docs/design/ring.md` and `docs/design/cluster-path.md`.
 
 pub mod config;
+pub mod format;
 pub mod http;
 pub mod network;
 pub mod node;

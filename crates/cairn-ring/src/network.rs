@@ -61,7 +61,7 @@ impl Connection {
         let channel =
             self.channels.get(&self.node.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&Msg(e))))?;
         let mut client = RingClient::new(channel).max_decoding_message_size(256 << 20);
-        let mut request = tonic::Request::new(RaftMessage { json });
+        let mut request = tonic::Request::new(RaftMessage { json, format: crate::format::MESSAGE_FORMAT });
         request.set_timeout(ttl);
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(request).await,
@@ -74,7 +74,10 @@ impl Connection {
             }
             _ => RPCError::Network(NetworkError::new(&status)),
         })?;
-        let result: Result<Resp, E> = serde_json::from_slice(&reply.into_inner().json)
+        let reply = reply.into_inner();
+        crate::format::check_message("a Raft reply", reply.format)
+            .map_err(|e| RPCError::Network(NetworkError::from(AnyError::new(&e))))?;
+        let result: Result<Resp, E> = serde_json::from_slice(&reply.json)
             .map_err(|e| RPCError::Network(NetworkError::from(AnyError::new(&e))))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }

@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::config::RingConfig;
+use crate::format;
 use crate::network::Network;
 use crate::state::{Command, Member, MemberState, RingState, node_id};
 use crate::store::{LogStore, StateMachine};
@@ -360,7 +361,8 @@ impl RingNode {
         let mut last = unavailable("no leader known and no other seed to ask");
         for addr in targets {
             let channel = self.channels.get(&addr).map_err(unavailable)?;
-            let mut req = Request::new(WriteRequest { command: command.clone(), hops: hops + 1 });
+            let mut req =
+                Request::new(WriteRequest { command: command.clone(), hops: hops + 1, format: format::MESSAGE_FORMAT });
             let deadline = Duration::from_secs(35);
             req.set_timeout(deadline);
             match with_deadline(deadline, RingClient::new(channel).write(req)).await {
@@ -599,35 +601,41 @@ pub struct RingService {
     node: Arc<RingNode>,
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
+/// Reads a message of the sender's `format`; a newer format than this
+/// build reads is refused, naming both.
+fn decode<T: DeserializeOwned>(what: &'static str, format: u32, bytes: &[u8]) -> Result<T, Status> {
+    format::check_message(what, format).map_err(|e| Status::failed_precondition(e.to_string()))?;
     serde_json::from_slice(bytes).map_err(|e| Status::invalid_argument(format!("bad ring message: {e}")))
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Response<RaftMessage>, Status> {
     let json = serde_json::to_vec(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftMessage { json }))
+    Ok(Response::new(RaftMessage { json, format: format::MESSAGE_FORMAT }))
 }
 
 #[tonic::async_trait]
 impl RingRpc for RingService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(&req.into_inner().json)?;
+        let req = req.into_inner();
+        let rpc = decode("an AppendEntries message", req.format, &req.json)?;
         encode(&self.node.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(&req.into_inner().json)?;
+        let req = req.into_inner();
+        let rpc = decode("a Vote message", req.format, &req.json)?;
         encode(&self.node.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(&req.into_inner().json)?;
+        let req = req.into_inner();
+        let rpc = decode("an InstallSnapshot message", req.format, &req.json)?;
         encode(&self.node.raft.install_snapshot(rpc).await)
     }
 
     async fn write(&self, req: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
         let req = req.into_inner();
-        let cmd: Command = decode(&req.command)?;
+        let cmd: Command = decode("a ring command", req.format, &req.command)?;
         match self.node.write_once(cmd, req.hops).await {
             Ok(()) => Ok(Response::new(WriteResponse {})),
             Err(RingError::Rejected(e)) => Err(Status::failed_precondition(e)),
@@ -648,6 +656,7 @@ impl RingRpc for RingService {
             state,
             applied_index: applied,
             leader: self.node.leader_instance().unwrap_or_default(),
+            format: format::MESSAGE_FORMAT,
         }))
     }
 }

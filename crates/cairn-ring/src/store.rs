@@ -24,6 +24,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::TypeConfig;
+use crate::format;
 use crate::state::{CommandResult, RingState};
 
 type NodeId = u64;
@@ -75,13 +76,13 @@ impl LogStore {
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(META).map_err(read_err)?;
         match table.get(key).map_err(read_err)? {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(read_err)?)),
+            Some(v) => Ok(Some(format::decode_stored(key_name(key), v.value()).map_err(read_err)?)),
             None => Ok(None),
         }
     }
 
     fn put_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), SErr> {
-        let bytes = serde_json::to_vec(value).map_err(logs_err)?;
+        let bytes = format::encode_stored(value).map_err(logs_err)?;
         let txn = self.db.begin_write().map_err(logs_err)?;
         txn.open_table(META).map_err(logs_err)?.insert(key, bytes.as_slice()).map_err(logs_err)?;
         txn.commit().map_err(logs_err)
@@ -92,7 +93,7 @@ impl LogStore {
         let table = txn.open_table(LOG).map_err(read_err)?;
         match table.last().map_err(read_err)? {
             Some((_, v)) => {
-                let e: Entry<TypeConfig> = serde_json::from_slice(v.value()).map_err(read_err)?;
+                let e: Entry<TypeConfig> = format::decode_stored("a ring log entry", v.value()).map_err(read_err)?;
                 Ok(Some(e.log_id))
             }
             None => Ok(None),
@@ -118,7 +119,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut out = Vec::new();
         for item in table.range::<u64>(bounds).map_err(read_err)? {
             let (_, v) = item.map_err(read_err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+            out.push(format::decode_stored("a ring log entry", v.value()).map_err(read_err)?);
         }
         Ok(out)
     }
@@ -163,7 +164,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             {
                 let mut table = txn.open_table(LOG).map_err(logs_err)?;
                 for e in entries {
-                    let bytes = serde_json::to_vec(&e).map_err(logs_err)?;
+                    let bytes = format::encode_stored(&e).map_err(logs_err)?;
                     table.insert(e.log_id.index, bytes.as_slice()).map_err(logs_err)?;
                 }
             }
@@ -196,10 +197,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// What a snapshot holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct SnapshotFile {
+    /// [`format::SNAPSHOT_FORMAT`] when written; 0 (absent) before
+    /// snapshots were versioned.
+    #[serde(default)]
+    format: u32,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Node>,
     ring: RingState,
     snapshot_id: String,
+}
+
+impl SnapshotFile {
+    /// Reads a snapshot of any format this build knows.
+    fn read(bytes: &[u8]) -> Result<Self, format::FormatError> {
+        let what = "the ring snapshot";
+        let snap: SnapshotFile =
+            serde_json::from_slice(bytes).map_err(|source| format::FormatError::Json { what, source })?;
+        if snap.format > format::SNAPSHOT_FORMAT {
+            return Err(format::FormatError::TooNew { what, found: snap.format, supported: format::SNAPSHOT_FORMAT });
+        }
+        Ok(snap)
+    }
+}
+
+/// The name of a metadata key in errors.
+fn key_name(key: &str) -> &'static str {
+    match key {
+        VOTE => "the ring's stored vote",
+        COMMITTED => "the ring's stored commit index",
+        _ => "the ring's stored purge point",
+    }
 }
 
 /// Called with the ring after every change a state machine applies.
@@ -235,7 +262,7 @@ impl StateMachine {
         if let Some(p) = &path {
             match std::fs::read(p) {
                 Ok(bytes) => {
-                    let snap: SnapshotFile = serde_json::from_slice(&bytes).map_err(sm_err)?;
+                    let snap = SnapshotFile::read(&bytes).map_err(sm_err)?;
                     inner.current = snap.clone();
                     inner.snapshot = Some((snap, bytes));
                 }
@@ -294,6 +321,7 @@ impl StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
         let mut snap = self.inner.lock().current.clone();
+        snap.format = format::SNAPSHOT_FORMAT;
         snap.snapshot_id = match snap.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, cairn_common::time::now_ms()),
             None => format!("empty-{}", cairn_common::time::now_ms()),
@@ -354,7 +382,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
         let bytes = snapshot.into_inner();
-        let mut snap: SnapshotFile = serde_json::from_slice(&bytes).map_err(sm_err)?;
+        let mut snap = SnapshotFile::read(&bytes).map_err(sm_err)?;
+        snap.format = format::SNAPSHOT_FORMAT;
         snap.last_applied = meta.last_log_id;
         snap.membership = meta.last_membership.clone();
         snap.snapshot_id = meta.snapshot_id.clone();
@@ -421,5 +450,141 @@ mod tests {
         let mut sm = StateMachine::open(Some(snap), None).expect("sm");
         assert_eq!(sm.applied_state().await.expect("state").0.map(|l| l.index), Some(1));
         assert!(sm.get_current_snapshot().await.expect("snapshot").is_some());
+    }
+
+    /// Golden files: the log and the snapshot as each format version wrote
+    /// them, which every later build must read. Version 0 is what builds
+    /// before versioning wrote (plain JSON values).
+    const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+
+    fn golden_entries() -> Vec<Entry<TypeConfig>> {
+        let leader = openraft::CommittedLeaderId::new(2, 5);
+        let member = crate::state::Member {
+            id: "ingester-0".into(),
+            addr: "10.0.0.1:9095".into(),
+            zone: "a".into(),
+            tokens: vec![1, 2, 3],
+            state: crate::state::MemberState::Joining,
+            heartbeat_ms: 1_700_000_000_000,
+            registered_ms: 1_700_000_000_000,
+            lost_data_ms: 0,
+        };
+        vec![
+            Entry { log_id: LogId::new(leader, 1), payload: EntryPayload::Blank },
+            Entry {
+                log_id: LogId::new(leader, 2),
+                payload: EntryPayload::Normal(crate::state::Command::Join { member, fresh: true }),
+            },
+            Entry {
+                log_id: LogId::new(leader, 3),
+                payload: EntryPayload::Normal(crate::state::Command::Heartbeats {
+                    beats: vec![("ingester-0".into(), 1_700_000_001_000)],
+                }),
+            },
+        ]
+    }
+
+    /// Writes the golden files of the current version (and of version 0,
+    /// as builds before versioning wrote them).
+    #[tokio::test]
+    #[ignore = "writes testdata; run once per format version"]
+    async fn write_golden_files() {
+        std::fs::create_dir_all(GOLDEN).expect("testdata");
+        for version in [0u8, format::LOG_FORMAT] {
+            let path = std::path::Path::new(GOLDEN).join(format!("raft-v{version}.redb"));
+            let _ = std::fs::remove_file(&path);
+            let db = redb::Database::create(&path).expect("create");
+            let enc = |v: &dyn erased::Value| if version == 0 { v.json() } else { v.stored() };
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut log = txn.open_table(LOG).expect("log");
+                for e in golden_entries() {
+                    log.insert(e.log_id.index, enc(&e).as_slice()).expect("insert");
+                }
+                let mut meta = txn.open_table(META).expect("meta");
+                meta.insert(VOTE, enc(&Vote::<NodeId>::new(2, 5)).as_slice()).expect("vote");
+                let committed = Some(LogId::new(openraft::CommittedLeaderId::new(2, 5), 3));
+                meta.insert(COMMITTED, enc(&committed).as_slice()).expect("committed");
+            }
+            txn.commit().expect("commit");
+        }
+        let mut ring = RingState::default();
+        for e in golden_entries() {
+            if let EntryPayload::Normal(cmd) = e.payload {
+                ring.apply(cmd);
+            }
+        }
+        let snap = SnapshotFile {
+            format: format::SNAPSHOT_FORMAT,
+            last_applied: Some(LogId::new(openraft::CommittedLeaderId::new(2, 5), 3)),
+            membership: StoredMembership::default(),
+            ring,
+            snapshot_id: "golden".into(),
+        };
+        let v1 = serde_json::to_vec_pretty(&snap).expect("json");
+        std::fs::write(format!("{GOLDEN}/snapshot-v1.json"), v1).expect("write");
+        let mut v0 = serde_json::to_value(&snap).expect("json");
+        if let Some(o) = v0.as_object_mut() {
+            o.remove("format");
+            if let Some(m) = o.get_mut("ring").and_then(|r| r.get_mut("members")).and_then(|m| m.as_object_mut()) {
+                for member in m.values_mut() {
+                    member.as_object_mut().map(|x| x.remove("lost_data_ms"));
+                }
+            }
+        }
+        std::fs::write(format!("{GOLDEN}/snapshot-v0.json"), serde_json::to_vec_pretty(&v0).expect("json"))
+            .expect("write");
+    }
+
+    /// Encoding by version, for the generator above.
+    mod erased {
+        pub trait Value {
+            fn json(&self) -> Vec<u8>;
+            fn stored(&self) -> Vec<u8>;
+        }
+        impl<T: serde::Serialize> Value for T {
+            fn json(&self) -> Vec<u8> {
+                serde_json::to_vec(self).expect("json")
+            }
+            fn stored(&self) -> Vec<u8> {
+                crate::format::encode_stored(self).expect("stored")
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_log_version_is_read() {
+        for version in [0u8, format::LOG_FORMAT] {
+            // redb may write to the file it opens: read a copy.
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("raft.redb");
+            std::fs::copy(format!("{GOLDEN}/raft-v{version}.redb"), &path).expect("golden log is checked in");
+            let mut log = LogStore::open(&path).expect("open");
+            let entries = log.try_get_log_entries(0..10).await.expect("entries");
+            assert_eq!(entries, golden_entries(), "version {version}");
+            assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(2, 5)), "version {version}");
+            let committed = log.read_committed().await.expect("committed");
+            assert_eq!(committed.map(|c| c.index), Some(3), "version {version}");
+            let state = log.get_log_state().await.expect("state");
+            assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+        }
+    }
+
+    #[test]
+    fn every_snapshot_version_is_read_and_newer_ones_refused() {
+        for version in [0, format::SNAPSHOT_FORMAT] {
+            let bytes = std::fs::read(format!("{GOLDEN}/snapshot-v{version}.json")).expect("golden snapshot");
+            let snap = SnapshotFile::read(&bytes).expect("reads");
+            assert_eq!(snap.format, version);
+            let m = &snap.ring.members["ingester-0"];
+            assert_eq!((m.addr.as_str(), m.tokens.as_slice(), m.lost_data_ms), ("10.0.0.1:9095", &[1, 2, 3][..], 0));
+            assert_eq!(m.heartbeat_ms, 1_700_000_001_000);
+        }
+        let mut newer: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(format!("{GOLDEN}/snapshot-v1.json")).expect("golden"))
+                .expect("json");
+        newer["format"] = serde_json::json!(format::SNAPSHOT_FORMAT + 1);
+        let e = SnapshotFile::read(&serde_json::to_vec(&newer).expect("json")).expect_err("newer");
+        assert!(e.to_string().contains("newer than this build reads"), "{e}");
     }
 }

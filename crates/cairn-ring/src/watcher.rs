@@ -68,6 +68,9 @@ impl RingWatcher {
             match with_deadline(Duration::from_secs(2), RingClient::new(channel).get_ring(req)).await {
                 Ok(r) => {
                     let r = r.into_inner();
+                    if let Err(e) = crate::format::check_message("the ring", r.format) {
+                        return Err(RingError::Unavailable(format!("{addr}: {e}")));
+                    }
                     let state: RingState = serde_json::from_slice(&r.state)
                         .map_err(|e| RingError::Unavailable(format!("{addr}: bad ring state: {e}")))?;
                     let leader = (!r.leader.is_empty()).then_some(r.leader);
@@ -166,7 +169,11 @@ impl RingAccess for RingWatcher {
         let mut last = RingError::Unavailable("no ring member reachable".into());
         for addr in self.targets() {
             let Ok(channel) = self.channels.get(&addr) else { continue };
-            let mut req = tonic::Request::new(WriteRequest { command: command.clone(), hops: 0 });
+            let mut req = tonic::Request::new(WriteRequest {
+                command: command.clone(),
+                hops: 0,
+                format: crate::format::MESSAGE_FORMAT,
+            });
             req.set_timeout(Duration::from_secs(20));
             match with_deadline(Duration::from_secs(20), RingClient::new(channel).write(req)).await {
                 Ok(_) => {

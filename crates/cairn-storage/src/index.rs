@@ -21,6 +21,9 @@ use ulid::Ulid;
 use crate::meta::{BlockMeta, DeletionMark};
 use crate::{Result, paths};
 
+/// The bucket index format this build writes and reads up to.
+pub const INDEX_VERSION: u32 = 1;
+
 /// Generations kept behind the newest, for readers that are a bit behind.
 const KEEP_GENERATIONS: u64 = 8;
 
@@ -42,11 +45,25 @@ impl BucketIndex {
     pub fn contains(&self, id: Ulid) -> bool {
         self.blocks.iter().any(|b| b.id == id)
     }
+
+    /// Reads an index of any version this build knows. A newer one is
+    /// refused, so that this build neither misreads it nor writes an older
+    /// generation over it.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let idx: BucketIndex = serde_json::from_slice(bytes)?;
+        if idx.version > INDEX_VERSION {
+            return Err(crate::Error::Invalid(format!(
+                "bucket index generation {} has format version {}, newer than this build reads ({INDEX_VERSION})",
+                idx.generation, idx.version
+            )));
+        }
+        Ok(idx)
+    }
 }
 
 async fn read_generation(store: &dyn ObjectStore, tenant: &TenantId, g: u64) -> Result<Option<BucketIndex>> {
     match store.get(&paths::index(tenant, g)).await {
-        Ok(r) => Ok(Some(serde_json::from_slice(&r.bytes().await?)?)),
+        Ok(r) => Ok(Some(BucketIndex::parse(&r.bytes().await?)?)),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -83,7 +100,7 @@ pub async fn read_latest(store: &dyn ObjectStore, tenant: &TenantId, from: u64) 
         g += 1;
         current = Some(next);
     }
-    Ok(current.unwrap_or(BucketIndex { version: 1, ..Default::default() }))
+    Ok(current.unwrap_or(BucketIndex { version: INDEX_VERSION, ..Default::default() }))
 }
 
 /// Attempts of [`update`] before it gives up on a bucket that keeps
@@ -110,7 +127,7 @@ pub async fn update(
     for _ in 0..MAX_ATTEMPTS {
         let mut idx = read_latest(store.as_ref(), tenant, from).await?;
         change(&mut idx);
-        idx.version = 1;
+        idx.version = INDEX_VERSION;
         idx.generation += 1;
         idx.updated_at = cairn_common::time::now_ms();
         let body = PutPayload::from(serde_json::to_vec(&idx)?);
@@ -156,6 +173,42 @@ async fn trim(store: &dyn ObjectStore, tenant: &TenantId, listed: &[u64], newest
 
 #[cfg(test)]
 mod tests {
+    const GOLDEN_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/bucket-index-v1.json");
+
+    fn golden() -> BucketIndex {
+        let mut marked = crate::meta::test_meta(2, 2_000);
+        marked.tenant = "team-a".into();
+        BucketIndex {
+            version: 1,
+            generation: 7,
+            updated_at: 1_700_000_000_000,
+            blocks: vec![crate::meta::test_meta(1, 1_000), marked],
+            deletion_marks: vec![DeletionMark {
+                id: Ulid(2),
+                deletion_time: 1_700_000_000_500,
+                reason: "retention".into(),
+            }],
+        }
+    }
+
+    #[test]
+    #[ignore = "writes testdata; run once per index format version"]
+    fn write_golden_index() {
+        std::fs::write(GOLDEN_V1, serde_json::to_vec_pretty(&golden()).expect("json")).expect("write");
+    }
+
+    /// Every later build reads version 1 as it was written, and refuses
+    /// versions newer than its own.
+    #[test]
+    fn every_index_version_is_read_and_newer_ones_refused() {
+        let bytes = std::fs::read(GOLDEN_V1).expect("testdata/bucket-index-v1.json is checked in");
+        assert_eq!(BucketIndex::parse(&bytes).expect("v1"), golden());
+        let mut newer: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        newer["version"] = serde_json::json!(INDEX_VERSION + 1);
+        let e = BucketIndex::parse(&serde_json::to_vec(&newer).expect("json")).expect_err("newer");
+        assert!(e.to_string().contains("newer than this build reads"), "{e}");
+    }
+
     use super::*;
     use crate::meta::test_meta;
     use object_store::local::LocalFileSystem;
