@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_methods, reason = "benchmark drivers poll processes from plain threads")]
 //! Benchmark tools: deterministic workloads (node_exporter-like, TSBS
 //! cpu-only, avalanche), a remote write load generator, a PromQL query set,
 //! the systems under comparison (Cairn, Prometheus, VictoriaMetrics) and

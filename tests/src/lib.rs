@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_methods, reason = "process fixtures poll child processes from test threads")]
 //! Test harness for end-to-end tests: real `cairn` processes on loopback,
 //! real Prometheus, remote write requests built from Cairn's protobufs.
 

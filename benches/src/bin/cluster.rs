@@ -6,6 +6,7 @@
 //! Reports ingest samples per second, request latency, the CPU seconds all
 //! Cairn processes spent per million samples, and query latency (the
 //! cluster's queries fan out to every ingester and merge the replicas).
+#![allow(clippy::disallowed_methods, reason = "the driver starts and polls processes from its main thread")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -66,6 +66,7 @@ pub struct CheckpointStats {
 }
 
 /// Writes the head and metadata as `checkpoint.n` in `dir`.
+#[allow(clippy::disallowed_methods, reason = "fsyncs; callers run it on the blocking pool")]
 pub fn write(dir: &Path, n: u32, head: &Head, metadata: &[MetricMetadata]) -> io::Result<CheckpointStats> {
     let final_path = path(dir, n);
     let tmp = dir.join(format!("checkpoint.{n:08}.tmp"));

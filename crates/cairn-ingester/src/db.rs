@@ -252,6 +252,7 @@ impl TenantDb {
     /// Refuses samples older than `t` from now on (durably). Taken under
     /// the append lock: once this returns, no append older than `t` is in
     /// flight, so a block cut below `t` is final.
+    #[allow(clippy::disallowed_methods, reason = "fsyncs; callers run it on the blocking pool")]
     pub fn set_min_valid_time(&self, t: i64) -> std::io::Result<()> {
         let _guard = self.append.lock();
         if t <= self.min_valid_time() {

@@ -381,6 +381,7 @@ async fn blocking_io<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> +
     tokio::task::spawn_blocking(f).await.map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
+#[allow(clippy::disallowed_methods, reason = "fsyncs; callers run it on the blocking pool")]
 fn write_period(
     db: &TenantDb,
     start: i64,

@@ -138,6 +138,7 @@ impl Wal {
         Ok(w.segment)
     }
 
+    #[allow(clippy::disallowed_methods, reason = "fsyncs; callers run it on the blocking pool")]
     fn rotate(&self, w: &mut Writer) -> io::Result<()> {
         w.file.sync_data()?;
         let done = Position { segment: w.segment, offset: w.size };
@@ -153,6 +154,7 @@ impl Wal {
 
     /// Makes everything up to `pos` durable. Concurrent callers share one
     /// fsync: whoever holds the sync lock syncs for all that wait behind it.
+    #[allow(clippy::disallowed_methods, reason = "fsyncs; callers run it on the blocking pool")]
     pub fn sync_through(&self, pos: Position) -> io::Result<()> {
         let mut synced = self.synced.lock();
         if *synced >= pos {
@@ -229,6 +231,7 @@ pub fn segment_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{n:08}"))
 }
 
+#[allow(clippy::disallowed_methods, reason = "fsyncs; callers run it on the blocking pool")]
 fn create_segment(dir: &Path, n: u32) -> io::Result<(File, u64)> {
     let path = segment_path(dir, n);
     let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
@@ -240,6 +243,7 @@ fn create_segment(dir: &Path, n: u32) -> io::Result<(File, u64)> {
 
 /// fsyncs a directory so that files created or renamed in it survive a
 /// machine crash.
+#[allow(clippy::disallowed_methods, reason = "fsyncs; callers run it on the blocking pool")]
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -100,6 +100,18 @@ impl LogStore {
         }
     }
 
+    /// Runs `f` (redb transactions, each commit an fsync) on the blocking
+    /// pool, never on an async worker.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LogStore) -> Result<T, SErr> + Send + 'static,
+    ) -> Result<T, SErr> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| logs_err(std::io::Error::other(e.to_string())))?
+    }
+
     /// Removes entries with index in `range`.
     fn remove(&self, range: (Bound<u64>, Bound<u64>)) -> Result<(), SErr> {
         let txn = self.db.begin_write().map_err(logs_err)?;
@@ -113,15 +125,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(LOG).map_err(read_err)?;
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-        let mut out = Vec::new();
-        for item in table.range::<u64>(bounds).map_err(read_err)? {
-            let (_, v) = item.map_err(read_err)?;
-            out.push(format::decode_stored("a ring log entry", v.value()).map_err(read_err)?);
-        }
-        Ok(out)
+        self.blocking(move |this| {
+            let txn = this.db.begin_read().map_err(read_err)?;
+            let table = txn.open_table(LOG).map_err(read_err)?;
+            let mut out = Vec::new();
+            for item in table.range::<u64>(bounds).map_err(read_err)? {
+                let (_, v) = item.map_err(read_err)?;
+                out.push(format::decode_stored("a ring log entry", v.value()).map_err(read_err)?);
+            }
+            Ok(out)
+        })
+        .await
     }
 }
 
@@ -129,9 +144,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(PURGED)?;
-        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
-        Ok(LogState { last_purged_log_id, last_log_id })
+        self.blocking(|this| {
+            let last_purged_log_id: Option<LogId<NodeId>> = this.get_meta(PURGED)?;
+            let last_log_id = this.last_entry_id()?.or(last_purged_log_id);
+            Ok(LogState { last_purged_log_id, last_log_id })
+        })
+        .await
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -139,19 +157,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
-        self.put_meta(VOTE, vote)
+        let vote = *vote;
+        self.blocking(move |this| this.put_meta(VOTE, &vote)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
-        self.get_meta(VOTE)
+        self.blocking(|this| this.get_meta(VOTE)).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
-        self.put_meta(COMMITTED, &committed)
+        self.blocking(move |this| this.put_meta(COMMITTED, &committed)).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+        self.blocking(|this| Ok(this.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())).await
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
@@ -159,17 +178,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let result = (|| {
-            let txn = self.db.begin_write().map_err(logs_err)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(logs_err)?;
-                for e in entries {
-                    let bytes = format::encode_stored(&e).map_err(logs_err)?;
-                    table.insert(e.log_id.index, bytes.as_slice()).map_err(logs_err)?;
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let result = self
+            .blocking(move |this| {
+                let txn = this.db.begin_write().map_err(logs_err)?;
+                {
+                    let mut table = txn.open_table(LOG).map_err(logs_err)?;
+                    for e in entries {
+                        let bytes = format::encode_stored(&e).map_err(logs_err)?;
+                        table.insert(e.log_id.index, bytes.as_slice()).map_err(logs_err)?;
+                    }
                 }
-            }
-            txn.commit().map_err(logs_err)
-        })();
+                txn.commit().map_err(logs_err)
+            })
+            .await;
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -183,14 +205,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
-        self.remove((Bound::Included(log_id.index), Bound::Unbounded))
+        self.blocking(move |this| this.remove((Bound::Included(log_id.index), Bound::Unbounded))).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
         // Record the purge point first: a crash in between leaves entries
         // that are merely ignored.
-        self.put_meta(PURGED, &log_id)?;
-        self.remove((Bound::Unbounded, Bound::Included(log_id.index)))
+        self.blocking(move |this| {
+            this.put_meta(PURGED, &log_id)?;
+            this.remove((Bound::Unbounded, Bound::Included(log_id.index)))
+        })
+        .await
     }
 }
 
@@ -291,6 +316,7 @@ impl StateMachine {
     /// Writes `snap` (temporary file, fsync, rename) and makes it the
     /// current snapshot, unless a newer one is already kept. Returns its
     /// bytes either way.
+    #[allow(clippy::disallowed_methods, reason = "called on the blocking pool (save_snapshot_off_runtime)")]
     fn save_snapshot(&self, snap: &SnapshotFile) -> Result<Vec<u8>, SErr> {
         let _saving = self.saving.lock();
         let bytes = serde_json::to_vec(snap).map_err(sm_err)?;
@@ -318,6 +344,17 @@ impl StateMachine {
     }
 }
 
+impl StateMachine {
+    /// [`StateMachine::save_snapshot`] (a file write and two fsyncs) on the
+    /// blocking pool.
+    async fn save_snapshot_off_runtime(&self, snap: SnapshotFile) -> Result<Vec<u8>, SErr> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.save_snapshot(&snap))
+            .await
+            .map_err(|e| sm_err(std::io::Error::other(e.to_string())))?
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
         let mut snap = self.inner.lock().current.clone();
@@ -326,7 +363,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, cairn_common::time::now_ms()),
             None => format!("empty-{}", cairn_common::time::now_ms()),
         };
-        let bytes = self.save_snapshot(&snap)?;
+        let bytes = self.save_snapshot_off_runtime(snap.clone()).await?;
         let meta = SnapshotMeta {
             last_log_id: snap.last_applied,
             last_membership: snap.membership.clone(),
@@ -387,7 +424,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snap.last_applied = meta.last_log_id;
         snap.membership = meta.last_membership.clone();
         snap.snapshot_id = meta.snapshot_id.clone();
-        self.save_snapshot(&snap)?;
+        self.save_snapshot_off_runtime(snap.clone()).await?;
         self.inner.lock().current = snap;
         self.notify();
         Ok(())

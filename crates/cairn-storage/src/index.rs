@@ -249,6 +249,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::disallowed_methods, reason = "the test stalls one writer on purpose")]
     async fn a_writer_slower_than_the_trimming_loses_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));

@@ -1,6 +1,7 @@
 //! A hostile client against a real `cairn all`: each class of failure
 //! (docs/design/limits.md) tried several ways. Nothing it sends may crash
 //! the process, exhaust its memory, hold it, or lose what was acknowledged.
+#![allow(clippy::disallowed_methods, reason = "slow clients are simulated on plain threads")]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,5 +1,6 @@
 //! `cairn ingester` on its own: the gRPC push service a remote distributor
 //! calls, with the same durability as in `cairn all`.
+#![allow(clippy::disallowed_methods, reason = "waits for a child process from the test thread")]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
