@@ -138,8 +138,17 @@ pub trait Queryable: Send + Sync + 'static {
 /// the request's series and sample limits to the merged result.
 pub fn merge_series(parts: Vec<Vec<Series>>, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
     let mut parts: Vec<Vec<Series>> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    let sorted = |p: &Vec<Series>| p.windows(2).all(|w| w[0].labels < w[1].labels);
     let mut out: Vec<Series> = if parts.len() == 1 {
         parts.pop().unwrap_or_default()
+    } else if parts.iter().all(sorted) {
+        // Answers sorted by labels (replicas, tiers): merged pairwise in
+        // one pass each, no map.
+        let mut merged = Vec::new();
+        for part in parts {
+            merged = merge_sorted_parts(merged, part);
+        }
+        merged
     } else {
         let mut by_labels: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
         for part in parts {
@@ -149,9 +158,7 @@ pub fn merge_series(parts: Vec<Vec<Series>>, req: &SelectRequest<'_>) -> Result<
                         e.insert(s.samples);
                     }
                     std::collections::btree_map::Entry::Occupied(mut e) => {
-                        // Replicas usually hold the same samples: one pass.
-                        let mut merged = Vec::new();
-                        crate::sample::merge_sorted(e.get(), &s.samples, &mut merged);
+                        let merged = merge_samples(std::mem::take(e.get_mut()), s.samples);
                         *e.get_mut() = merged;
                     }
                 }
@@ -181,6 +188,49 @@ pub fn merge_series(parts: Vec<Vec<Series>>, req: &SelectRequest<'_>) -> Result<
         ));
     }
     Ok(out)
+}
+
+/// Two series lists, each sorted by labels without repeats, as one; a
+/// series in both gets the samples of both (`a`'s win on a timestamp).
+fn merge_sorted_parts(a: Vec<Series>, b: Vec<Series>) -> Vec<Series> {
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.labels.cmp(&y.labels),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => return out,
+        };
+        match order {
+            std::cmp::Ordering::Less => out.extend(a.next()),
+            std::cmp::Ordering::Greater => out.extend(b.next()),
+            std::cmp::Ordering::Equal => {
+                if let (Some(x), Some(y)) = (a.next(), b.next()) {
+                    out.push(Series { labels: x.labels, samples: merge_samples(x.samples, y.samples) });
+                }
+            }
+        }
+    }
+}
+
+/// The samples of two copies of a series; replicas usually hold the same
+/// ones, which are kept as they are.
+fn merge_samples(a: Vec<Sample>, b: Vec<Sample>) -> Vec<Sample> {
+    let same = a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.t == y.t);
+    if same || b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut merged = Vec::new();
+    crate::sample::merge_sorted(&a, &b, &mut merged);
+    merged
 }
 
 /// The sorted union of several answers (series, label names or values),
@@ -220,6 +270,27 @@ mod tests {
         );
         let got = merge_series(vec![got, vec![]], &req(true, 0, 0)).expect("merge");
         assert_eq!(got[0], series("a", &[(3, 3.0)]));
+    }
+
+    #[test]
+    fn sorted_and_unsorted_parts_merge_alike() {
+        let a = vec![series("a", &[(1, 1.0), (2, 2.0)]), series("c", &[(1, 1.0)])];
+        let b = vec![series("a", &[(2, 20.0), (3, 3.0)]), series("b", &[(5, 5.0)]), series("d", &[])];
+        let c = vec![series("c", &[(1, 9.0), (4, 4.0)])];
+        let sorted = merge_series(vec![a.clone(), b.clone(), c.clone()], &req(false, 0, 0)).expect("merge");
+        let mut b_unsorted = b;
+        b_unsorted.reverse();
+        let unsorted = merge_series(vec![a, b_unsorted, c], &req(false, 0, 0)).expect("merge");
+        assert_eq!(sorted, unsorted);
+        assert_eq!(
+            sorted,
+            vec![
+                series("a", &[(1, 1.0), (2, 2.0), (3, 3.0)]),
+                series("b", &[(5, 5.0)]),
+                series("c", &[(1, 1.0), (4, 4.0)]),
+                series("d", &[]),
+            ]
+        );
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl SeriesBuffer {
 
     /// The encoded series, to share among requests.
     pub fn finish(self) -> EncodedSeries {
-        EncodedSeries { bytes: self.buf.freeze(), ends: self.ends }
+        EncodedSeries { bytes: self.buf.freeze(), ends: self.ends.into() }
     }
 }
 
@@ -129,7 +129,7 @@ impl SeriesBuffer {
 #[derive(Clone, Debug)]
 pub struct EncodedSeries {
     bytes: Bytes,
-    ends: Vec<usize>,
+    ends: std::sync::Arc<[usize]>,
 }
 
 impl EncodedSeries {

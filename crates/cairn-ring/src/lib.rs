@@ -13,6 +13,8 @@ pub mod http;
 pub mod network;
 pub mod node;
 pub mod replication;
+#[cfg(test)]
+pub mod sandbox;
 pub mod state;
 pub mod store;
 pub mod view;

@@ -235,6 +235,30 @@ async fn wait_ring(procs: &[&Cairn], what: &str, ok: impl Fn(&BTreeMap<String, (
     }
 }
 
+/// Waits until every listed process sees member `id` as unhealthy (its
+/// heartbeat older than the timeout).
+async fn wait_unhealthy(procs: &[&Cairn], id: &str) {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all = true;
+        for p in procs {
+            let v = ring_json(&c, &p.url("")).await.ok();
+            let healthy = v
+                .as_ref()
+                .and_then(|v| v["members"].as_array())
+                .and_then(|ms| ms.iter().find(|m| m["id"] == id))
+                .and_then(|m| m["healthy"].as_bool());
+            all &= healthy == Some(false);
+        }
+        if all {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} never turned unhealthy");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn states(members: &BTreeMap<String, (String, u64)>) -> Vec<(&str, &str)> {
     members.iter().map(|(id, (state, _))| (id.as_str(), state.as_str())).collect()
 }
@@ -272,7 +296,7 @@ async fn writes_and_reads_survive_kill9_restart_and_leader_loss() {
     let up = vector(&query(&c, &cl.querier.url(""), "count(cluster_test)", now_ms(), None).await.expect("query"));
     assert_eq!(up, vec![("{}".to_owned(), SERIES as f64)]);
     // Past the heartbeat timeout the dead member is passed over.
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    wait_unhealthy(&[&cl.distributor, &cl.querier], &format!("ingester-{victim}")).await;
     writer.wait_rounds(20).await;
     let snapshot: Vec<(i64, f64)> = writer.log.lock().acked.clone();
     assert_all_acked_samples_answered(&cl.querier, &snapshot).await;
