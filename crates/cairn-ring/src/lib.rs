@@ -51,6 +51,10 @@ pub enum RingError {
     /// unknown member).
     #[error("{0}")]
     Rejected(String),
+    /// The ring's storage or Raft node could not be opened, or this member
+    /// could not join; the message says which step and why.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl cairn_common::status::CodedError for RingError {
@@ -60,6 +64,7 @@ impl cairn_common::status::CodedError for RingError {
             // A command the ring's rules refuse (forgetting an unknown
             // member) is the caller's mistake.
             RingError::Rejected(_) => cairn_common::ErrorCode::BadData,
+            RingError::Setup(_) => cairn_common::ErrorCode::Internal,
         }
     }
 }

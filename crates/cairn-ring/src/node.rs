@@ -84,18 +84,22 @@ fn unavailable(e: impl std::fmt::Display) -> RingError {
 
 /// Loads this member's tokens, or draws and saves new ones: a restarted
 /// ingester takes back the same part of the ring.
-fn load_tokens(path: &Path, n: usize) -> anyhow::Result<Vec<u32>> {
-    use anyhow::Context;
+/// A setup step's error, naming the step.
+fn setup(step: impl std::fmt::Display, e: impl std::fmt::Display) -> RingError {
+    RingError::Setup(format!("{step}: {e}"))
+}
+
+fn load_tokens(path: &Path, n: usize) -> Result<Vec<u32>, RingError> {
     match std::fs::read(path) {
         Ok(bytes) => {
-            let tokens: Vec<u32> =
-                serde_json::from_slice(&bytes).with_context(|| format!("reading ring tokens {}", path.display()))?;
+            let tokens: Vec<u32> = serde_json::from_slice(&bytes)
+                .map_err(|e| setup(format!("reading ring tokens {}", path.display()), e))?;
             if !tokens.is_empty() {
                 return Ok(tokens);
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading ring tokens {}", path.display())),
+        Err(e) => return Err(setup(format!("reading ring tokens {}", path.display()), e)),
     }
     let mut set = BTreeSet::new();
     while set.len() < n {
@@ -103,8 +107,9 @@ fn load_tokens(path: &Path, n: usize) -> anyhow::Result<Vec<u32>> {
     }
     let tokens: Vec<u32> = set.into_iter().collect();
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&tokens)?).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let json = serde_json::to_vec(&tokens).map_err(|e| setup("encoding ring tokens", e))?;
+    std::fs::write(&tmp, json).map_err(|e| setup(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| setup(format!("writing {}", path.display()), e))?;
     Ok(tokens)
 }
 
@@ -113,8 +118,7 @@ fn load_tokens(path: &Path, n: usize) -> anyhow::Result<Vec<u32>> {
 /// the host name for a data directory that already holds Raft state (the
 /// default of older versions, kept so that an upgrade does not turn the
 /// member into a new one), else `default`. The id chosen is recorded.
-pub fn default_instance_id(data_dir: &Path, host: &str, default: String) -> anyhow::Result<String> {
-    use anyhow::Context;
+pub fn default_instance_id(data_dir: &Path, host: &str, default: String) -> Result<String, RingError> {
     let dir = data_dir.join("ring");
     let file = dir.join("instance-id");
     if let Ok(id) = std::fs::read_to_string(&file) {
@@ -124,8 +128,8 @@ pub fn default_instance_id(data_dir: &Path, host: &str, default: String) -> anyh
         }
     }
     let id = if dir.join("raft.redb").exists() { host.to_owned() } else { default };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(&file, format!("{id}\n")).with_context(|| format!("writing {}", file.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| setup(format!("creating {}", dir.display()), e))?;
+    std::fs::write(&file, format!("{id}\n")).map_err(|e| setup(format!("writing {}", file.display()), e))?;
     Ok(id)
 }
 
@@ -133,12 +137,11 @@ impl RingNode {
     /// Opens the Raft storage under `<data_dir>/ring` and starts the Raft
     /// node. It serves Raft traffic at once; [`RingNode::join`] registers
     /// it in the ring.
-    pub async fn open(cfg: &RingConfig, me: Identity, data_dir: &Path, view: RingView) -> anyhow::Result<Arc<Self>> {
-        use anyhow::Context;
+    pub async fn open(cfg: &RingConfig, me: Identity, data_dir: &Path, view: RingView) -> Result<Arc<Self>, RingError> {
         let dir: PathBuf = data_dir.join("ring");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| setup(format!("creating {}", dir.display()), e))?;
         let tokens = load_tokens(&dir.join("tokens.json"), cfg.num_tokens)?;
-        let log = LogStore::open(&dir.join("raft.redb")).context("opening the ring's Raft log")?;
+        let log = LogStore::open(&dir.join("raft.redb")).map_err(|e| setup("opening the ring's Raft log", e))?;
         let leader: Arc<Mutex<Option<String>>> = Default::default();
         let on_apply = {
             let view = view.clone();
@@ -148,7 +151,7 @@ impl RingNode {
             })
         };
         let sm = StateMachine::open(Some(dir.join("snapshot.json")), Some(on_apply))
-            .context("loading the ring's snapshot")?;
+            .map_err(|e| setup("loading the ring's snapshot", e))?;
         let heartbeat = 250;
         let config = openraft::Config {
             cluster_name: "cairn-ring".into(),
@@ -160,13 +163,13 @@ impl RingNode {
             ..Default::default()
         }
         .validate()
-        .context("ring Raft settings")?;
+        .map_err(|e| setup("ring Raft settings", e))?;
         let channels = Channels::default();
         let id = node_id(&me.id);
         let raft = Raft::new(id, Arc::new(config), Network { channels: channels.clone() }, log, sm)
             .await
-            .context("starting the ring's Raft node")?;
-        let fresh = !raft.is_initialized().await?;
+            .map_err(|e| setup("starting the ring's Raft node", e))?;
+        let fresh = !raft.is_initialized().await.map_err(|e| setup("reading the ring's Raft state", e))?;
         Ok(Arc::new(Self {
             raft,
             node_id: id,
@@ -223,10 +226,13 @@ impl RingNode {
     /// does not answer may be running one: waiting is safer than two rings);
     /// then registers this member (JOINING), retrying until a leader
     /// accepts it or `shutdown`.
-    pub async fn join(&self, shutdown: &Shutdown) -> anyhow::Result<()> {
+    pub async fn join(&self, shutdown: &Shutdown) -> Result<(), RingError> {
         let first = self.cfg.join.first().is_none_or(|a| *a == self.me.addr);
         let mut waited = 0u32;
-        while self.fresh.load(Ordering::SeqCst) && first && !self.raft.is_initialized().await? {
+        while self.fresh.load(Ordering::SeqCst)
+            && first
+            && !self.raft.is_initialized().await.map_err(|e| setup("reading the ring's Raft state", e))?
+        {
             match self.probe_seeds().await {
                 Probe::RingExists => {
                     info!("a ring already runs at the other seeds; joining it");
@@ -252,7 +258,7 @@ impl RingNode {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => anyhow::bail!("stopped before joining the ring"),
+                _ = shutdown.cancelled() => return Err(RingError::Setup("stopped before joining the ring".into())),
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
@@ -273,7 +279,9 @@ impl RingNode {
                     info!(id = %self.me.id, tokens = self.tokens.len(), "joined the ring");
                     return Ok(());
                 }
-                Err(RingError::Rejected(e)) => anyhow::bail!("the ring refused this member: {e}"),
+                Err(RingError::Rejected(e)) => {
+                    return Err(RingError::Setup(format!("the ring refused this member: {e}")));
+                }
                 Err(e) => {
                     attempt += 1;
                     if attempt % 5 == 1 {
@@ -282,7 +290,7 @@ impl RingNode {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => anyhow::bail!("stopped before joining the ring"),
+                _ = shutdown.cancelled() => return Err(RingError::Setup("stopped before joining the ring".into())),
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }

@@ -84,7 +84,7 @@ impl RingWatcher {
     }
 
     /// Waits until the ring has been read once (or `shutdown`).
-    pub async fn start(&self, shutdown: &Shutdown) -> anyhow::Result<()> {
+    pub async fn start(&self, shutdown: &Shutdown) -> Result<(), RingError> {
         let mut attempt = 0u32;
         loop {
             match self.refresh().await {
@@ -100,7 +100,7 @@ impl RingWatcher {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => anyhow::bail!("stopped before the ring could be read"),
+                _ = shutdown.cancelled() => return Err(RingError::Setup("stopped before the ring could be read".into())),
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
