@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use cairn_common::push::{PushBatch, PushOutcome, Pusher, Rejection};
 use cairn_common::status::ServiceError;
 use cairn_common::{Labels, TenantId};
-use cairn_ingester_protocol::codec::encode_head;
-use cairn_ingester_protocol::{Clients, EncodedPush, IngesterClient, MAX_REQUEST_BYTES, SeriesBuffer};
 use cairn_ring::{BatchPlan, RingView, shard_key};
+use cairn_rpc::codec::encode_head;
+use cairn_rpc::{Clients, EncodedPush, IngesterClient, MAX_REQUEST_BYTES, SeriesBuffer};
 use futures::FutureExt;
 use tokio_util::task::TaskTracker;
 

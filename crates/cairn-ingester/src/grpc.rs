@@ -1,6 +1,6 @@
 //! The ingester's gRPC service (`cairn.ingester.v1.Ingester`).
 //!
-//! `Push` is served with the push codec of `cairn-ingester-protocol`: the
+//! `Push` is served with the push codec of `cairn-rpc`: the
 //! request's bytes go to the ingester as they are and are decoded there, off
 //! the async runtime. Every other method uses the generated server.
 
@@ -9,13 +9,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use cairn_common::storage::Queryable;
-use cairn_ingester_protocol::codec::{PUSH_PATH, PushServerCodec};
-use cairn_ingester_protocol::convert::{self, LabelsQuery, SelectQuery};
 use cairn_proto::ingester::ingester_server::{Ingester as IngesterRpc, IngesterServer};
 use cairn_proto::ingester::{
     LabelSet, LabelValuesRequest, LabelsRequest, MetadataRequest, MetadataResponse, PushRequest, PushResponse,
     SelectRequest, SelectResponse, SeriesResponse, StringsResponse,
 };
+use cairn_rpc::codec::{PUSH_PATH, PushServerCodec};
+use cairn_rpc::convert::{self, LabelsQuery, SelectQuery};
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
@@ -32,8 +32,8 @@ pub struct IngesterGrpc {
 
 pub fn service(ingester: Ingester) -> IngesterGrpc {
     let generated = IngesterServer::new(IngesterService { ingester: ingester.clone() })
-        .max_decoding_message_size(cairn_ingester_protocol::MAX_REQUEST_BYTES)
-        .max_encoding_message_size(cairn_ingester_protocol::client::MAX_RESPONSE_BYTES);
+        .max_decoding_message_size(cairn_rpc::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(cairn_rpc::client::MAX_RESPONSE_BYTES);
     IngesterGrpc { ingester, generated }
 }
 
@@ -77,8 +77,8 @@ where
         let ingester = self.ingester.clone();
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(PushServerCodec).apply_max_message_size_config(
-                Some(cairn_ingester_protocol::MAX_REQUEST_BYTES),
-                Some(cairn_ingester_protocol::client::MAX_RESPONSE_BYTES),
+                Some(cairn_rpc::MAX_REQUEST_BYTES),
+                Some(cairn_rpc::client::MAX_RESPONSE_BYTES),
             );
             Ok(grpc.unary(PushMethod(ingester), req).await)
         })

@@ -335,10 +335,10 @@ impl Ingester {
 
 impl Ingester {
     /// A push request as it came over gRPC, decoded off the async runtime
-    /// (see `cairn_ingester_protocol::codec`).
+    /// (see `cairn_rpc::codec`).
     pub async fn push_encoded(&self, request: bytes::Bytes) -> Result<PushOutcome, ServiceError> {
         self.blocking(move |ing| {
-            let (tenant, batch) = cairn_ingester_protocol::codec::decode_push(&request)?;
+            let (tenant, batch) = cairn_rpc::codec::decode_push(&request)?;
             drop(request);
             ing.push_blocking(&tenant, &batch)
         })

@@ -14,8 +14,8 @@ use cairn_common::push::MetricMetadata;
 use cairn_common::status::ServiceError;
 use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, merge_series, union};
 use cairn_common::{Labels, TenantId};
-use cairn_ingester_protocol::{Clients, IngesterClient};
 use cairn_ring::{ReadSet, RingView};
+use cairn_rpc::{Clients, IngesterClient};
 
 /// The ingesters of a ring as one [`Queryable`].
 #[derive(Clone, Debug)]

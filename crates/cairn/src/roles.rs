@@ -18,12 +18,12 @@ use cairn_distributor::replication::ReplicatedPusher;
 use cairn_ingester::Ingester;
 use cairn_ingester::role::IngesterRole;
 use cairn_ingester::shipper::BlockSink;
-use cairn_ingester_protocol::Clients;
 use cairn_querier::ingesters::ReplicatedQueryable;
 use cairn_querier::tiers::Tiers;
 use cairn_querier::{BuildInfo, Querier};
 use cairn_ring::node::Identity;
 use cairn_ring::{RingNode, RingView, RingWatcher, RingWatcherService};
+use cairn_rpc::Clients;
 use cairn_storage::BlockStore;
 use cairn_storage::retention::{RetentionPolicy, RetentionService};
 

@@ -1,4 +1,4 @@
-//! Cairn's ingester protocol (`cairn.ingester.v1`), in one place.
+//! Cairn's internal RPC: the ingester protocol (`cairn.ingester.v1`), in one place.
 //!
 //! - [`client`]: one ingester as a `Pusher` and a `Queryable`, for the
 //!   distributor's writes and the querier's reads;
