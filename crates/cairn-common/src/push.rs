@@ -81,6 +81,95 @@ pub struct PushSeries {
     pub samples: Vec<Sample>,
 }
 
+/// One series of a write as an ingester reads it: owned ([`PushSeries`]),
+/// or borrowed from the bytes of a request so that a series the head
+/// already holds costs no allocation.
+pub trait SeriesInput {
+    /// Name/value pairs in [`Labels`] order (sorted by name, names unique,
+    /// no empty value), as bytes. Borrowed pairs are checked to be UTF-8
+    /// only by [`SeriesInput::to_labels`], when a series is created: pairs
+    /// equal to a set the head holds are valid already.
+    fn label_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+
+    fn samples(&self) -> &[Sample];
+
+    /// [`Labels::hash64`] of the set.
+    fn labels_hash(&self) -> u64 {
+        crate::labels::hash_pairs(self.label_pairs())
+    }
+
+    /// The set, owned (for a new series); refused when a name or value is
+    /// not UTF-8.
+    fn to_labels(&self) -> Result<Labels, ServiceError> {
+        let text = |b: &[u8]| {
+            std::str::from_utf8(b).map(str::to_owned).map_err(|_| {
+                ServiceError::bad_data(format!(
+                    "label {:?} of series {} is not valid UTF-8",
+                    String::from_utf8_lossy(b),
+                    self.describe()
+                ))
+            })
+        };
+        let mut labels = Vec::new();
+        for (n, v) in self.label_pairs() {
+            labels.push(crate::Label { name: text(n)?, value: text(v)? });
+        }
+        Ok(Labels::from_sorted(labels))
+    }
+
+    /// The set in Prometheus's notation, for messages (bytes that are not
+    /// UTF-8 replaced).
+    fn describe(&self) -> String {
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Labels::from_sorted(self.label_pairs().map(|(n, v)| crate::Label { name: lossy(n), value: lossy(v) }).collect())
+            .to_string()
+    }
+}
+
+impl<T: SeriesInput> SeriesInput for &T {
+    fn label_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        (**self).label_pairs()
+    }
+
+    fn samples(&self) -> &[Sample] {
+        (**self).samples()
+    }
+
+    fn labels_hash(&self) -> u64 {
+        (**self).labels_hash()
+    }
+
+    fn to_labels(&self) -> Result<Labels, ServiceError> {
+        (**self).to_labels()
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+impl SeriesInput for PushSeries {
+    fn label_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.labels.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes()))
+    }
+
+    fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
+    fn labels_hash(&self) -> u64 {
+        self.labels.hash64()
+    }
+
+    fn to_labels(&self) -> Result<Labels, ServiceError> {
+        Ok(self.labels.clone())
+    }
+
+    fn describe(&self) -> String {
+        self.labels.to_string()
+    }
+}
+
 /// A validated write for one tenant.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PushBatch {

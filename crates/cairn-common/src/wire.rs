@@ -162,32 +162,45 @@ pub fn decode_v1(buf: &[u8]) -> Result<RawRequest<'_>, WireError> {
 /// Decodes one `prometheus.TimeSeries`.
 pub fn decode_v1_series(buf: &[u8]) -> Result<RawSeries<'_>, WireError> {
     let mut s = RawSeries::default();
+    (s.exemplars, s.histograms) = decode_v1_series_into(buf, &mut s.labels, &mut s.samples)?;
+    Ok(s)
+}
+
+/// Decodes one `prometheus.TimeSeries`, appending its labels and samples
+/// to buffers a caller reuses for many series (no allocation per series).
+/// Returns how many exemplars and histograms it carried.
+pub fn decode_v1_series_into<'a>(
+    buf: &'a [u8],
+    labels: &mut Vec<RawLabel<'a>>,
+    samples: &mut Vec<Sample>,
+) -> Result<(u32, u32), WireError> {
+    let (mut exemplars, mut histograms) = (0, 0);
     let mut r = Reader::new(buf);
     while !r.done() {
         let (field, wire) = r.key()?;
         match field {
             1 => {
                 r.expect(wire, LEN, "TimeSeries.labels")?;
-                s.labels.push(decode_label(r.bytes()?)?);
+                labels.push(decode_label(r.bytes()?)?);
             }
             2 => {
                 r.expect(wire, LEN, "TimeSeries.samples")?;
-                s.samples.push(decode_sample(r.bytes()?)?);
+                samples.push(decode_sample(r.bytes()?)?);
             }
             3 => {
                 r.expect(wire, LEN, "TimeSeries.exemplars")?;
                 r.bytes()?;
-                s.exemplars += 1;
+                exemplars += 1;
             }
             4 => {
                 r.expect(wire, LEN, "TimeSeries.histograms")?;
                 r.bytes()?;
-                s.histograms += 1;
+                histograms += 1;
             }
             _ => r.skip(wire)?,
         }
     }
-    Ok(s)
+    Ok((exemplars, histograms))
 }
 
 fn decode_label(buf: &[u8]) -> Result<RawLabel<'_>, WireError> {

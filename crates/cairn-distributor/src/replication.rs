@@ -92,7 +92,7 @@ impl Pusher for ReplicatedPusher {
         let plan = BatchPlan::new(&snap, &keys, self.rf, &health)?;
 
         let head = encode_head(tenant, &batch.metadata);
-        let mut buf = SeriesBuffer::with_capacity(batch.series.len());
+        let mut buf = SeriesBuffer::for_series(&batch.series);
         for s in &batch.series {
             buf.push(s);
         }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
-use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, RejectReason, Rejection};
+use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, RejectReason, Rejection, SeriesInput};
 use cairn_common::status::ServiceError;
 use cairn_common::time::{MAX_SAMPLE_TIME_MS, MIN_SAMPLE_TIME_MS, format_ms, is_storable};
 use cairn_common::{ErrorCode, TenantId};
@@ -296,6 +296,15 @@ impl TenantDb {
     /// Appends a validated batch. Accepted samples are in the WAL (and, in
     /// `always` mode, on disk) when this returns Ok.
     pub fn push(&self, batch: &PushBatch) -> Result<PushOutcome, ServiceError> {
+        self.push_series(&batch.series, &batch.metadata)
+    }
+
+    /// [`TenantDb::push`] of series owned or borrowed from a request.
+    pub fn push_series<S: SeriesInput>(
+        &self,
+        entries: impl IntoIterator<Item = S>,
+        metadata: &[MetricMetadata],
+    ) -> Result<PushOutcome, ServiceError> {
         let mut outcome = PushOutcome::default();
         let mut rejected: BTreeMap<RejectReason, (u64, String)> = BTreeMap::new();
         let mut reject = |reason: RejectReason, n: u64, msg: &dyn Fn() -> String| {
@@ -315,12 +324,13 @@ impl TenantDb {
             let min_valid_time = self.min_valid_time();
 
             // Steps 1 and 2.
-            for entry in &batch.series {
-                if entry.samples.is_empty() {
+            for entry in entries {
+                let samples = entry.samples();
+                if samples.is_empty() {
                     continue;
                 }
-                let hash = entry.labels.hash64();
-                let series = match self.head.get(hash, &entry.labels) {
+                let hash = entry.labels_hash();
+                let series = match self.head.get_input(hash, &entry) {
                     Some(s) => {
                         // Created by a batch whose WAL write failed: log it now.
                         if !s.logged.load(Ordering::Relaxed) && sc.relogged.insert(s.series_ref) {
@@ -331,15 +341,15 @@ impl TenantDb {
                     None => {
                         if self.opts.max_series > 0 && self.head.num_series() >= self.opts.max_series {
                             let max = self.opts.max_series;
-                            reject(RejectReason::SeriesLimit, entry.samples.len() as u64, &|| {
+                            reject(RejectReason::SeriesLimit, samples.len() as u64, &|| {
                                 format!(
                                     "per-tenant series limit of {max} reached, series {} rejected (raise -ingester.max-series-per-tenant)",
-                                    entry.labels
+                                    entry.describe()
                                 )
                             });
                             continue;
                         }
-                        let (s, created) = self.head.create(hash, &entry.labels, None)?;
+                        let (s, created) = self.head.create(hash, &entry.to_labels()?, None)?;
                         if created {
                             sc.new_series.push(s.clone());
                             created_series += 1;
@@ -352,7 +362,7 @@ impl TenantDb {
                 {
                     let data = series.data.lock();
                     let mut last = sc.pending.get(&series.series_ref).copied().or_else(|| data.last());
-                    for s in &entry.samples {
+                    for s in samples {
                         if !is_storable(s.t) {
                             reject(RejectReason::OutOfBounds, 1, &|| {
                                 format!(
@@ -360,7 +370,7 @@ impl TenantDb {
                                     s.t,
                                     format_ms(MIN_SAMPLE_TIME_MS),
                                     format_ms(MAX_SAMPLE_TIME_MS),
-                                    entry.labels
+                                    entry.describe()
                                 )
                             });
                             continue;
@@ -369,7 +379,8 @@ impl TenantDb {
                             reject(RejectReason::TooOld, 1, &|| {
                                 format!(
                                     "sample at {} is older than {min_valid_time}, the start of the period not yet written to a block, series {}",
-                                    s.t, entry.labels
+                                    s.t,
+                                    entry.describe()
                                 )
                             });
                             continue;
@@ -389,7 +400,9 @@ impl TenantDb {
                                 }
                             }
                             Admit::Duplicate => {}
-                            Admit::Reject(reason) => reject(reason, 1, &|| describe(reason, &entry.labels, s.t, last)),
+                            Admit::Reject(reason) => {
+                                reject(reason, 1, &|| describe(reason, &entry.describe(), s.t, last))
+                            }
                         }
                     }
                     if let Some(l) = last {
@@ -402,7 +415,7 @@ impl TenantDb {
             }
 
             // Step 3: one WAL write for the whole batch.
-            let new_metadata = self.new_metadata(&batch.metadata);
+            let new_metadata = self.new_metadata(metadata);
             sc.wal.clear();
             if !sc.new_series.is_empty() {
                 sc.body.clear();
@@ -550,7 +563,7 @@ fn merge_metadata(store: &mut BTreeMap<String, Vec<MetricMetadata>>, md: impl In
     }
 }
 
-fn describe(reason: RejectReason, labels: &cairn_common::Labels, t: i64, last: Option<(i64, f64)>) -> String {
+fn describe(reason: RejectReason, labels: &str, t: i64, last: Option<(i64, f64)>) -> String {
     let last_t = last.map(|l| l.0).unwrap_or_default();
     match reason {
         RejectReason::OutOfOrder => {

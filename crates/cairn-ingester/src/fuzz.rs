@@ -1,6 +1,9 @@
 //! Entry points for coverage-guided fuzzing of what the ingester reads
-//! from disk (`tests/fuzz`); the corpora are replayed as ordinary tests.
-//! Each must return, whatever the bytes: no panic, no unbounded memory.
+//! from disk and from distributors (`tests/fuzz`); the corpora are
+//! replayed as ordinary tests. Each must return, whatever the bytes: no
+//! panic, no unbounded memory.
+
+use cairn_common::push::SeriesInput;
 
 use crate::checkpoint;
 use crate::head::Head;
@@ -45,6 +48,32 @@ pub fn wal_segment(data: &[u8]) {
         }
     }
     let _ = head.time_bounds();
+}
+
+/// A gRPC `Ingester.Push` request's bytes, decoded as the ingester does
+/// (labels borrowed from the request) and applied to a head: each series
+/// looked up by its borrowed labels, created when new, its samples
+/// admitted.
+pub fn push_request(data: &[u8]) {
+    let Ok(push) = cairn_rpc::codec::decode_push_borrowed(data) else { return };
+    let head = Head::new();
+    for s in push.series() {
+        let hash = s.labels_hash();
+        let series = match head.get_input(hash, &s) {
+            Some(series) => series,
+            None => match s.to_labels().and_then(|labels| head.create(hash, &labels, None)) {
+                Ok((series, _)) => series,
+                Err(_) => continue,
+            },
+        };
+        assert!(series.labels.equals_pairs(s.label_pairs()), "found the series of other labels");
+        let mut d = series.data.lock();
+        for x in s.samples() {
+            if let crate::head::Admit::InOrder = d.admit(d.last(), x.t, x.v, 0) {
+                d.append(x.t, x.v);
+            }
+        }
+    }
 }
 
 /// A checkpoint file's bytes.

@@ -9,14 +9,15 @@ pub mod packed;
 pub mod postings;
 pub mod series;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use cairn_common::chunk::SeriesChunks;
+use cairn_common::push::SeriesInput;
 use cairn_common::storage::{ReadContext, Series as QuerySeries, series_bytes};
 use cairn_common::{ErrorCode, Labels, Matcher, status::ServiceError};
 use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
 
 use self::packed::PackedLabels;
 use self::postings::Index;
@@ -29,20 +30,22 @@ struct HeadIndex {
     series: Vec<Option<Arc<Series>>>,
     /// Labels hash -> ref. A second series with the same hash (a 64-bit
     /// collision) goes to `collisions`.
-    by_hash: HashMap<u64, u32>,
-    collisions: HashMap<u64, Vec<u32>>,
+    /// (The keys are XXH3 hashes already: FxHash only spreads them.)
+    by_hash: FxHashMap<u64, u32>,
+    collisions: FxHashMap<u64, Vec<u32>>,
     postings: Index,
     num_series: usize,
 }
 
 impl HeadIndex {
-    fn find(&self, hash: u64, labels: &Labels) -> Option<&Arc<Series>> {
+    /// The series under `hash` whose labels `same` accepts.
+    fn find(&self, hash: u64, same: impl Fn(&PackedLabels) -> bool) -> Option<&Arc<Series>> {
         let r = *self.by_hash.get(&hash)?;
         let s = self.get(r)?;
-        if s.labels.equals(labels) {
+        if same(&s.labels) {
             return Some(s);
         }
-        self.collisions.get(&hash)?.iter().filter_map(|r| self.get(*r)).find(|s| s.labels.equals(labels))
+        self.collisions.get(&hash)?.iter().filter_map(|r| self.get(*r)).find(|s| same(&s.labels))
     }
 
     fn get(&self, r: u32) -> Option<&Arc<Series>> {
@@ -103,7 +106,12 @@ impl Head {
 
     /// Finds the series with these labels.
     pub fn get(&self, hash: u64, labels: &Labels) -> Option<Arc<Series>> {
-        self.index.read().find(hash, labels).cloned()
+        self.index.read().find(hash, |p| p.equals(labels)).cloned()
+    }
+
+    /// Finds the series of a write's entry, without owning its labels.
+    pub fn get_input(&self, hash: u64, series: &impl SeriesInput) -> Option<Arc<Series>> {
+        self.index.read().find(hash, |p| p.equals_pairs(series.label_pairs())).cloned()
     }
 
     pub fn get_by_ref(&self, r: u32) -> Option<Arc<Series>> {
@@ -121,7 +129,7 @@ impl Head {
         with_ref: Option<u32>,
     ) -> Result<(Arc<Series>, bool), ServiceError> {
         let mut ix = self.index.write();
-        if let Some(s) = ix.find(hash, labels) {
+        if let Some(s) = ix.find(hash, |p| p.equals(labels)) {
             return Ok((s.clone(), false));
         }
         let r = match with_ref {

@@ -38,7 +38,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cairn_common::chunk::SeriesChunks;
 use cairn_common::metrics::Registry;
-use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher};
+use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher, SeriesInput};
 use cairn_common::status::{CodedError, ServiceError};
 use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, charge_strings};
 use cairn_common::task::catch_panic;
@@ -195,8 +195,14 @@ impl Ingester {
         self.inner.tenants.read().values().cloned().collect()
     }
 
-    /// Appends a batch for a tenant. Blocking (WAL I/O).
-    pub fn push_blocking(&self, tenant: &TenantId, batch: &PushBatch) -> Result<PushOutcome, ServiceError> {
+    /// Appends a write for a tenant: its series, owned or borrowed from a
+    /// request, and metadata. Blocking (WAL I/O).
+    pub fn push_blocking<S: SeriesInput>(
+        &self,
+        tenant: &TenantId,
+        series: impl IntoIterator<Item = S>,
+        metadata: &[MetricMetadata],
+    ) -> Result<PushOutcome, ServiceError> {
         if !self.is_ready() {
             return Err(ServiceError::new(ErrorCode::Unavailable, "ingester is replaying its write-ahead log"));
         }
@@ -210,7 +216,7 @@ impl Ingester {
                 ServiceError::new(ErrorCode::Internal, format!("opening the tenant's database failed: {e}"))
             })?,
         };
-        db.push(batch)
+        db.push_series(series, metadata)
     }
 
     /// Uploads pending blocks and cuts every final block period now; with
@@ -338,9 +344,8 @@ impl Ingester {
     /// (see `cairn_rpc::codec`).
     pub async fn push_encoded(&self, request: bytes::Bytes) -> Result<PushOutcome, ServiceError> {
         self.blocking(move |ing| {
-            let (tenant, batch) = cairn_rpc::codec::decode_push(&request)?;
-            drop(request);
-            ing.push_blocking(&tenant, &batch)
+            let push = cairn_rpc::codec::decode_push_borrowed(&request)?;
+            ing.push_blocking(&push.tenant, push.series(), &push.metadata)
         })
         .await
     }
@@ -369,7 +374,7 @@ impl Ingester {
 impl Pusher for Ingester {
     async fn push(&self, tenant: &TenantId, batch: PushBatch) -> Result<PushOutcome, ServiceError> {
         let tenant = tenant.clone();
-        self.blocking(move |ing| ing.push_blocking(&tenant, &batch)).await
+        self.blocking(move |ing| ing.push_blocking(&tenant, &batch.series, &batch.metadata)).await
     }
 }
 

@@ -95,7 +95,7 @@ impl IngesterClient {
 #[async_trait]
 impl Pusher for IngesterClient {
     async fn push(&self, tenant: &TenantId, batch: PushBatch) -> Result<PushOutcome, ServiceError> {
-        let mut buf = SeriesBuffer::with_capacity(batch.series.len());
+        let mut buf = SeriesBuffer::for_series(&batch.series);
         for s in &batch.series {
             buf.push(s);
         }

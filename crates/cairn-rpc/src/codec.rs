@@ -13,69 +13,102 @@
 use std::ops::Range;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use cairn_common::push::{MetricMetadata, MetricType, PushBatch, PushSeries};
+use cairn_common::TenantId;
+use cairn_common::push::{MetricMetadata, MetricType, PushBatch, PushSeries, SeriesInput};
 use cairn_common::status::ServiceError;
-use cairn_common::wire::{self, LEN, Reader, WireError};
-use cairn_common::{Label, Labels, TenantId};
+use cairn_common::wire::{self, LEN, RawLabel, Reader, WireError};
 use cairn_proto::ingester::PushResponse;
 use prost::Message;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::encoded_len_varint;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// The gRPC path of `Ingester.Push`.
 pub const PUSH_PATH: &str = "/cairn.ingester.v1.Ingester/Push";
 
-fn len_field(tag: u32, len: usize, buf: &mut impl BufMut) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+// The series are encoded by hand into a `Vec<u8>` sized exactly
+// beforehand: going through `BufMut` (a capacity check and a call per
+// label string and per varint byte) cost several times as much.
+
+/// The key byte of field `tag` (below 16) with wire type `wire`.
+const fn key(tag: u8, wire: u8) -> u8 {
+    (tag << 3) | wire
 }
 
-fn str_field_len(tag: u32, s: &str) -> usize {
-    if s.is_empty() { 0 } else { prost::encoding::key_len(tag) + encoded_len_varint(s.len() as u64) + s.len() }
-}
+const KEY_LEN_DELIMITED: u8 = 2;
+const KEY_FIXED64: u8 = 1;
+const KEY_VARINT: u8 = 0;
 
-fn str_field(tag: u32, s: &str, buf: &mut impl BufMut) {
-    if !s.is_empty() {
-        len_field(tag, s.len(), buf);
-        buf.put_slice(s.as_bytes());
+fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
     }
+    out.push(v as u8);
+}
+
+fn len_field(tag: u8, len: usize, out: &mut Vec<u8>) {
+    out.push(key(tag, KEY_LEN_DELIMITED));
+    put_varint(len as u64, out);
+}
+
+fn str_field_len(s: &str) -> usize {
+    if s.is_empty() { 0 } else { nested_len(s.len()) }
+}
+
+fn str_field(tag: u8, s: &str, out: &mut Vec<u8>) {
+    if !s.is_empty() {
+        len_field(tag, s.len(), out);
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn label_len(name: &str, value: &str) -> usize {
+    str_field_len(name) + str_field_len(value)
+}
+
+fn sample_len(t: i64) -> usize {
+    let ts = if t == 0 { 0 } else { 1 + encoded_len_varint(t as u64) };
+    1 + 8 + ts
+}
+
+/// The size of a length-delimited field whose key takes one byte and whose
+/// body takes `body` bytes.
+fn nested_len(body: usize) -> usize {
+    1 + encoded_len_varint(body as u64) + body
+}
+
+/// The size of one series' `prometheus.TimeSeries` body.
+fn series_body_len(s: &PushSeries) -> usize {
+    s.labels.iter().map(|l| nested_len(label_len(&l.name, &l.value))).sum::<usize>()
+        + s.samples.iter().map(|x| nested_len(sample_len(x.t))).sum::<usize>()
+}
+
+/// The size [`encode_series`] appends for `s`.
+pub fn encoded_series_len(s: &PushSeries) -> usize {
+    nested_len(series_body_len(s))
 }
 
 /// Appends one series as a `PushRequest.timeseries` entry (field 2), key
-/// included, to `buf`.
-fn encode_series(s: &PushSeries, buf: &mut BytesMut) {
+/// included, to `out`.
+fn encode_series(s: &PushSeries, out: &mut Vec<u8>) {
     // prometheus.TimeSeries: labels = 1 (Label: name = 1, value = 2),
     // samples = 2 (Sample: value = 1 double, timestamp = 2 int64).
-    let label_len = |name: &str, value: &str| str_field_len(1, name) + str_field_len(2, value);
-    let sample_len = |t: i64| {
-        let v = 1 + 8;
-        let ts = if t == 0 { 0 } else { 1 + encoded_len_varint(t as u64) };
-        v + ts
-    };
-    let mut body = 0;
+    let body = series_body_len(s);
+    out.reserve(nested_len(body));
+    len_field(2, body, out);
     for l in s.labels.iter() {
-        let n = label_len(&l.name, &l.value);
-        body += 1 + encoded_len_varint(n as u64) + n;
+        len_field(1, label_len(&l.name, &l.value), out);
+        str_field(1, &l.name, out);
+        str_field(2, &l.value, out);
     }
     for x in &s.samples {
-        let n = sample_len(x.t);
-        body += 1 + encoded_len_varint(n as u64) + n;
-    }
-    buf.reserve(body + 1 + encoded_len_varint(body as u64));
-    len_field(2, body, buf);
-    for l in s.labels.iter() {
-        len_field(1, label_len(&l.name, &l.value), buf);
-        str_field(1, &l.name, buf);
-        str_field(2, &l.value, buf);
-    }
-    for x in &s.samples {
-        len_field(2, sample_len(x.t), buf);
-        encode_key(1, WireType::SixtyFourBit, buf);
-        buf.put_f64_le(x.v);
+        len_field(2, sample_len(x.t), out);
+        out.push(key(1, KEY_FIXED64));
+        out.extend_from_slice(&x.v.to_le_bytes());
         if x.t != 0 {
-            encode_key(2, WireType::Varint, buf);
-            encode_varint(x.t as u64, buf);
+            out.push(key(2, KEY_VARINT));
+            put_varint(x.t as u64, out);
         }
     }
 }
@@ -83,7 +116,7 @@ fn encode_series(s: &PushSeries, buf: &mut BytesMut) {
 /// The fields of a `PushRequest` other than the series: the tenant and the
 /// metadata, encoded once per request.
 pub fn encode_head(tenant: &TenantId, metadata: &[MetricMetadata]) -> Bytes {
-    let mut buf = BytesMut::new();
+    let mut buf = Vec::new();
     str_field(1, tenant.as_str(), &mut buf);
     for m in metadata {
         let md = cairn_proto::prometheus::MetricMetadata {
@@ -95,20 +128,22 @@ pub fn encode_head(tenant: &TenantId, metadata: &[MetricMetadata]) -> Bytes {
         len_field(3, md.encoded_len(), &mut buf);
         md.encode_raw(&mut buf);
     }
-    buf.freeze()
+    Bytes::from(buf)
 }
 
 /// The series of one request, each encoded once, back to back.
 #[derive(Debug, Default)]
 pub struct SeriesBuffer {
-    buf: BytesMut,
+    buf: Vec<u8>,
     /// Where each series ends in `buf`.
     ends: Vec<usize>,
 }
 
 impl SeriesBuffer {
-    pub fn with_capacity(series: usize) -> Self {
-        Self { buf: BytesMut::with_capacity(series * 128), ends: Vec::with_capacity(series) }
+    /// A buffer for exactly `series`, allocated once.
+    pub fn for_series(series: &[PushSeries]) -> Self {
+        let bytes = series.iter().map(encoded_series_len).sum();
+        Self { buf: Vec::with_capacity(bytes), ends: Vec::with_capacity(series.len()) }
     }
 
     /// Encodes `s`; returns its index.
@@ -120,7 +155,7 @@ impl SeriesBuffer {
 
     /// The encoded series, to share among requests.
     pub fn finish(self) -> EncodedSeries {
-        EncodedSeries { bytes: self.buf.freeze(), ends: self.ends.into() }
+        EncodedSeries { bytes: Bytes::from(self.buf), ends: self.ends.into() }
     }
 }
 
@@ -209,15 +244,72 @@ fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, WireError> {
     std::str::from_utf8(b).map_err(|_| WireError(format!("{what} is not valid UTF-8")))
 }
 
-/// Reads a `PushRequest`. Labels are sorted and de-duplicated here: a gRPC
-/// peer is not trusted to have done it.
+/// Reads a `PushRequest` into an owned batch. Labels are sorted and
+/// de-duplicated here: a gRPC peer is not trusted to have done it.
 pub fn decode_push(buf: &[u8]) -> Result<(TenantId, PushBatch), ServiceError> {
+    let push = decode_push_borrowed(buf)?;
+    let mut series = Vec::with_capacity(push.series().len());
+    for s in push.series() {
+        series.push(PushSeries { labels: s.to_labels()?, samples: s.samples.to_vec() });
+    }
+    Ok((push.tenant, PushBatch { series, metadata: push.metadata }))
+}
+
+/// A `PushRequest` whose label names and values stay in the request's
+/// bytes: a series the ingester already holds is found by them and never
+/// copied (nor checked for UTF-8: see [`SeriesInput::label_pairs`]). The
+/// series' labels and samples sit in two buffers for the whole request,
+/// not one allocation each.
+#[derive(Debug)]
+pub struct BorrowedPush<'a> {
+    pub tenant: TenantId,
+    pub metadata: Vec<MetricMetadata>,
+    labels: Vec<RawLabel<'a>>,
+    samples: Vec<cairn_common::Sample>,
+    /// Where each series' labels and samples end in the buffers.
+    ends: Vec<(usize, usize)>,
+}
+
+impl BorrowedPush<'_> {
+    /// The series, in request order.
+    pub fn series(&self) -> impl ExactSizeIterator<Item = BorrowedSeries<'_>> {
+        let mut start = (0, 0);
+        self.ends.iter().map(move |&(labels, samples)| {
+            let s = BorrowedSeries { labels: &self.labels[start.0..labels], samples: &self.samples[start.1..samples] };
+            start = (labels, samples);
+            s
+        })
+    }
+}
+
+/// One series of a [`BorrowedPush`]; its pairs are in
+/// [`cairn_common::Labels`] order.
+#[derive(Clone, Copy, Debug)]
+pub struct BorrowedSeries<'a> {
+    labels: &'a [RawLabel<'a>],
+    samples: &'a [cairn_common::Sample],
+}
+
+impl SeriesInput for BorrowedSeries<'_> {
+    fn label_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.labels.iter().copied()
+    }
+
+    fn samples(&self) -> &[cairn_common::Sample] {
+        self.samples
+    }
+}
+
+/// [`decode_push`] without copying labels (see [`BorrowedPush`]).
+pub fn decode_push_borrowed(buf: &[u8]) -> Result<BorrowedPush<'_>, ServiceError> {
     decode(buf).map_err(|e| ServiceError::bad_data(format!("push request: {e}")))
 }
 
-fn decode(buf: &[u8]) -> Result<(TenantId, PushBatch), WireError> {
+fn decode(buf: &[u8]) -> Result<BorrowedPush<'_>, WireError> {
     let mut tenant = "";
-    let mut batch = PushBatch::default();
+    let (mut metadata, mut labels, mut samples, mut ends) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // One series' labels as read, before they are sorted.
+    let mut raw = Vec::new();
     let mut r = Reader::new(buf);
     while !r.done() {
         let (field, wire_type) = r.key()?;
@@ -228,20 +320,16 @@ fn decode(buf: &[u8]) -> Result<(TenantId, PushBatch), WireError> {
             }
             2 => {
                 r.expect(wire_type, LEN, "PushRequest.timeseries")?;
-                let raw = wire::decode_v1_series(r.bytes()?)?;
-                let mut labels = Vec::with_capacity(raw.labels.len());
-                for (n, v) in raw.labels {
-                    labels.push(Label {
-                        name: utf8(n, "a label name")?.to_owned(),
-                        value: utf8(v, "a label value")?.to_owned(),
-                    });
-                }
-                batch.series.push(PushSeries { labels: Labels::new(labels), samples: raw.samples });
+                raw.clear();
+                wire::decode_v1_series_into(r.bytes()?, &mut raw, &mut samples)?;
+                cairn_common::labels::normalize_by(&mut raw, |p| *p);
+                labels.extend_from_slice(&raw);
+                ends.push((labels.len(), samples.len()));
             }
             3 => {
                 r.expect(wire_type, LEN, "PushRequest.metadata")?;
                 let m = wire::decode_v1_metadata(r.bytes()?)?;
-                batch.metadata.push(MetricMetadata {
+                metadata.push(MetricMetadata {
                     metric_family: utf8(m.family, "a metric family name")?.to_owned(),
                     kind: MetricType::from_proto(m.kind),
                     help: utf8(m.help, "a help text")?.to_owned(),
@@ -252,7 +340,7 @@ fn decode(buf: &[u8]) -> Result<(TenantId, PushBatch), WireError> {
         }
     }
     let tenant = TenantId::new(tenant).map_err(|e| WireError(e.to_string()))?;
-    Ok((tenant, batch))
+    Ok(BorrowedPush { tenant, metadata, labels, samples, ends })
 }
 
 /// The client's codec for `Push`: sends an [`EncodedPush`] as it is and

@@ -22,6 +22,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("remote_write", cairn_distributor::fuzz::remote_write),
     ("remote_write_protobuf", cairn_distributor::fuzz::remote_write_protobuf),
     ("wal_segment", cairn_ingester::fuzz::wal_segment),
+    ("ingester_push", cairn_ingester::fuzz::push_request),
     ("checkpoint", cairn_ingester::fuzz::checkpoint_file),
     ("block_file", cairn_storage::fuzz::block_file),
     ("promql", cairn_promql::fuzz::query),
@@ -103,6 +104,35 @@ fn write_seeds() {
     let mut single = vec![0u8];
     single.extend_from_slice(&write_v1(vec![series(&[("__name__", "m")], &[(0, f64::NAN)])]));
     write("remote_write", "v1-nan", &single);
+
+    // Push requests as a distributor encodes them: every series, and a
+    // subset with metadata.
+    let tenant = TenantId::new("team-a").expect("tenant");
+    let push = PushBatch {
+        series: vec![
+            PushSeries {
+                labels: Labels::from_pairs([("__name__", "up"), ("job", "node"), ("instance", "a:9100")]),
+                samples: vec![Sample::new(t, 1.0), Sample::new(t + 15_000, 0.0)],
+            },
+            PushSeries { labels: Labels::from_pairs([("__name__", "m")]), samples: vec![Sample::new(-5, f64::NAN)] },
+        ],
+        metadata: vec![cairn_common::push::MetricMetadata {
+            metric_family: "up".into(),
+            kind: cairn_common::push::MetricType::Gauge,
+            help: "Whether the target answered.".into(),
+            unit: String::new(),
+        }],
+    };
+    let mut buf = cairn_rpc::SeriesBuffer::for_series(&push.series);
+    for s in &push.series {
+        buf.push(s);
+    }
+    let series = buf.finish();
+    let head = cairn_rpc::codec::encode_head(&tenant, &push.metadata);
+    write("ingester_push", "all", &cairn_rpc::EncodedPush::all(head.clone(), series.clone()).to_bytes());
+    let mut one = cairn_rpc::EncodedPush::new(head, series);
+    one.add(1);
+    write("ingester_push", "second", &one.to_bytes());
 
     // A WAL segment and a checkpoint of a real head.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -214,3 +214,51 @@ fn a_checkpoint_with_samples_past_the_storable_range_keeps_the_rest_of_the_serie
     assert_eq!(read(&db, "a"), bits(&[(10, 1.0), (20, 2.0)]), "the acknowledged samples stay");
     assert_eq!(db.head().time_bounds(), Some((10, 20)));
 }
+
+/// A push as a distributor sends it over gRPC, with every `é` in a label
+/// value turned into bytes that are not UTF-8.
+fn request_bytes(series: &[PushSeries], break_utf8: bool) -> Vec<u8> {
+    let batch = batch(series.to_vec());
+    let mut buf = cairn_rpc::SeriesBuffer::for_series(&batch.series);
+    for s in &batch.series {
+        buf.push(s);
+    }
+    let head = cairn_rpc::codec::encode_head(&TenantId::new("t").expect("tenant"), &[]);
+    let mut bytes = cairn_rpc::EncodedPush::all(head, buf.finish()).to_bytes().to_vec();
+    if break_utf8 {
+        for w in 0..bytes.len() - 1 {
+            if bytes[w..w + 2] == *"é".as_bytes() {
+                bytes[w..w + 2].copy_from_slice(&[0xff, 0xfe]);
+            }
+        }
+    }
+    bytes
+}
+
+#[test]
+fn borrowed_pushes_find_series_without_copying_and_refuse_new_labels_that_are_not_utf8() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path(), opts(0));
+    db.push(&batch(vec![series("a", &[(10, 1.0)])])).expect("push");
+
+    // An existing series, found by its borrowed labels.
+    let bytes = request_bytes(&[series("a", &[(20, 2.0)])], false);
+    let push = cairn_rpc::codec::decode_push_borrowed(&bytes).expect("decodes");
+    let out = db.push_series(push.series(), &push.metadata).expect("push");
+    assert_eq!((out.samples_appended, out.series_created), (1, 0));
+
+    // A new series whose value is not UTF-8 refuses the whole request.
+    let bad = PushSeries {
+        labels: Labels::from_pairs([("__name__", "b"), ("v", "é")]),
+        samples: vec![Sample::new(30, 3.0)],
+    };
+    let bytes = request_bytes(&[series("a", &[(30, 3.0)]), bad], true);
+    let push = cairn_rpc::codec::decode_push_borrowed(&bytes).expect("decodes: UTF-8 is checked on creation");
+    let e = db.push_series(push.series(), &push.metadata).expect_err("not UTF-8");
+    assert_eq!(e.code, cairn_common::ErrorCode::BadData);
+    assert!(e.message.contains("not valid UTF-8") && e.message.contains("b{v="), "{}", e.message);
+    assert_eq!(read(&db, "a"), bits(&[(10, 1.0), (20, 2.0)]), "nothing of the refused request is kept");
+    assert!(read(&db, "b").is_empty());
+    // The owned decoder refuses it too.
+    assert!(cairn_rpc::codec::decode_push(&bytes).is_err());
+}

@@ -75,10 +75,15 @@ impl PackedLabels {
 
     /// Compares bytes only: the hot path of every append.
     pub fn equals(&self, labels: &Labels) -> bool {
+        self.equals_pairs(labels.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())))
+    }
+
+    /// Whether this is the set of `pairs` (sorted, as in [`Labels`]).
+    pub fn equals_pairs<'a>(&self, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
         let mut it = self.raw_pairs();
-        for l in labels {
+        for (name, value) in pairs {
             match it.next() {
-                Some(Some((n, v))) if n == l.name.as_bytes() && v == l.value.as_bytes() => {}
+                Some(Some((n, v))) if n == name && v == value => {}
                 _ => return false,
             }
         }

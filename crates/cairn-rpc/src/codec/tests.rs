@@ -1,4 +1,4 @@
-use cairn_common::Sample;
+use cairn_common::{Label, Labels, Sample};
 use cairn_proto::ingester::PushRequest;
 use proptest::prelude::*;
 
@@ -31,7 +31,7 @@ fn bits(s: &[Sample]) -> Vec<(i64, u64)> {
 }
 
 fn encode(tenant: &TenantId, batch: &PushBatch, pick: impl Fn(usize) -> bool) -> EncodedPush {
-    let mut buf = SeriesBuffer::with_capacity(batch.series.len());
+    let mut buf = SeriesBuffer::for_series(&batch.series);
     let idx: Vec<usize> = batch.series.iter().map(|s| buf.push(s)).collect();
     let mut p = EncodedPush::new(encode_head(tenant, &batch.metadata), buf.finish());
     for i in idx.into_iter().filter(|&i| pick(i)) {
@@ -93,6 +93,23 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The distributor sizes its buffer once, from these lengths.
+    #[test]
+    fn encoded_sizes_are_exact(series in proptest::collection::vec(series(), 0..6)) {
+        let mut buf = SeriesBuffer::for_series(&series);
+        let capacity = buf.buf.capacity();
+        for s in &series {
+            buf.push(s);
+        }
+        prop_assert_eq!(buf.buf.capacity(), capacity, "no reallocation");
+        let encoded = buf.finish();
+        for (i, s) in series.iter().enumerate() {
+            prop_assert_eq!(encoded.len_of(i), encoded_series_len(s));
+        }
+    }
+}
+
 #[test]
 fn adjacent_series_share_one_range() {
     let tenant = TenantId::new("t").expect("tenant");
@@ -118,8 +135,16 @@ fn unsorted_or_invalid_input_is_handled() {
         }],
         metadata: vec![],
     };
-    let (_, got) = decode_push(&req.encode_to_vec()).expect("decodes");
+    let bytes = req.encode_to_vec();
+    let (_, got) = decode_push(&bytes).expect("decodes");
     assert_eq!(got.series[0].labels, Labels::from_pairs([("a", "2"), ("z", "1")]), "sorted on the way in");
+    // The borrowed form, which the ingester uses, is the same set, with
+    // the hash an owned set has.
+    let borrowed = decode_push_borrowed(&bytes).expect("decodes");
+    let first = borrowed.series().next().expect("a series");
+    let pairs: Vec<(&[u8], &[u8])> = first.label_pairs().collect();
+    assert_eq!(pairs, vec![(&b"a"[..], &b"2"[..]), (&b"z"[..], &b"1"[..])]);
+    assert_eq!(first.labels_hash(), got.series[0].labels.hash64());
     let e = decode_push(&[0x0a, 0x02, 0xff, 0xfe]).expect_err("bad tenant");
     assert_eq!(e.code, cairn_common::ErrorCode::BadData);
     assert!(e.message.contains("UTF-8"), "{}", e.message);
