@@ -2,7 +2,9 @@
 //!
 //! A distributor validates and normalises what it receives, then calls a
 //! [`Pusher`]: the ingester itself when both run in one process, a gRPC
-//! client when they do not. Both paths carry the same [`PushBatch`].
+//! client when they do not. Both paths carry the same [`PushBatch`]; an
+//! ingester reading a gRPC request appends its series borrowed from the
+//! request's bytes ([`SeriesInput`]).
 
 use async_trait::async_trait;
 

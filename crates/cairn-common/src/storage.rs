@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::chunk::SeriesChunks;
 use crate::push::MetricMetadata;
 use crate::status::ServiceError;
 use crate::{Labels, Matcher, Sample, TenantId};
@@ -174,6 +175,12 @@ pub fn merge_series(parts: Vec<Vec<Series>>, req: &SelectRequest<'_>) -> Result<
             }
         }
     }
+    check_limits(&out, req)?;
+    Ok(out)
+}
+
+/// Fails when `out` holds more series or samples than `req` allows.
+pub fn check_limits(out: &[Series], req: &SelectRequest<'_>) -> Result<(), ServiceError> {
     if req.max_series > 0 && out.len() > req.max_series {
         return Err(ServiceError::new(
             crate::ErrorCode::TooManyRequests,
@@ -187,7 +194,121 @@ pub fn merge_series(parts: Vec<Vec<Series>>, req: &SelectRequest<'_>) -> Result<
             format!("the query would load more than {} samples", req.max_samples),
         ));
     }
+    Ok(())
+}
+
+/// The chunked answers of a store's replicas as series: a series' chunks
+/// that several replicas hold byte for byte (replicas that received the
+/// same samples cut the same chunks) are decoded once; the rest are
+/// decoded and merged, the first answer's sample winning on a timestamp.
+/// Applies `latest_only`, charges the request for every decoded series,
+/// and checks its limits.
+pub fn decode_replicas(
+    parts: Vec<Vec<(Labels, SeriesChunks)>>,
+    req: &SelectRequest<'_>,
+) -> Result<Vec<Series>, ServiceError> {
+    let out = decode_copies(group_replicas(parts), req.start, req.end, req.latest_only, req.ctx.as_deref())?;
+    check_limits(&out, req)?;
     Ok(out)
+}
+
+/// One series as the replicas that hold it answered, the earliest answer
+/// first.
+#[derive(Debug)]
+pub struct Copies {
+    labels: Labels,
+    first: SeriesChunks,
+    others: Vec<SeriesChunks>,
+}
+
+impl Copies {
+    /// Chunks to decode, at most: a measure of the work.
+    pub fn chunks(&self) -> usize {
+        self.first.chunks.len() + self.others.iter().map(|o| o.chunks.len()).sum::<usize>()
+    }
+}
+
+/// The answers of replicas (each sorted by labels, or sorted here) grouped
+/// by series, in label order.
+pub fn group_replicas(mut parts: Vec<Vec<(Labels, SeriesChunks)>>) -> Vec<Copies> {
+    for p in &mut parts {
+        if !p.windows(2).all(|w| w[0].0 < w[1].0) {
+            p.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+    }
+    let mut pos = vec![0usize; parts.len()];
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).max().unwrap_or(0));
+    loop {
+        // The answer whose next series sorts first (the earliest answer
+        // of those that hold it).
+        let mut first: Option<usize> = None;
+        for i in 0..parts.len() {
+            if pos[i] < parts[i].len() && first.is_none_or(|f| parts[i][pos[i]].0 < parts[f][pos[f]].0) {
+                first = Some(i);
+            }
+        }
+        let Some(f) = first else { return out };
+        let (labels, chunks) = std::mem::take(&mut parts[f][pos[f]]);
+        pos[f] += 1;
+        let mut others = Vec::new();
+        for i in f + 1..parts.len() {
+            if pos[i] < parts[i].len() && parts[i][pos[i]].0 == labels {
+                others.push(std::mem::take(&mut parts[i][pos[i]].1));
+                pos[i] += 1;
+            }
+        }
+        out.push(Copies { labels, first: chunks, others });
+    }
+}
+
+/// Decodes grouped copies into series with samples in `[start, end]`
+/// (only the newest with `latest_only`), charging `ctx` for each.
+pub fn decode_copies(
+    groups: Vec<Copies>,
+    start: i64,
+    end: i64,
+    latest_only: bool,
+    ctx: Option<&dyn ReadContext>,
+) -> Result<Vec<Series>, ServiceError> {
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let mut samples = decode_series_copies(&g.first, &g.others, start, end);
+        if latest_only && samples.len() > 1 {
+            samples.drain(..samples.len() - 1);
+        }
+        if samples.is_empty() {
+            continue;
+        }
+        if let Some(c) = ctx {
+            c.charge(series_bytes(samples.len()))?;
+        }
+        out.push(Series { labels: g.labels, samples });
+    }
+    Ok(out)
+}
+
+/// The samples in `[start, end]` of one series as several replicas hold
+/// it; what `others` share with `first` byte for byte is not decoded again.
+fn decode_series_copies(first: &SeriesChunks, others: &[SeriesChunks], start: i64, end: i64) -> Vec<Sample> {
+    let mut out = Vec::new();
+    first.decode_into(start, end, &mut out);
+    let same_loose = |o: &SeriesChunks| {
+        o.samples.len() == first.samples.len()
+            && o.samples.iter().zip(&first.samples).all(|(a, b)| a.t == b.t && a.v.to_bits() == b.v.to_bits())
+    };
+    for o in others {
+        let rest = SeriesChunks {
+            chunks: o.chunks.iter().filter(|c| !first.chunks.contains(c)).cloned().collect(),
+            samples: if same_loose(o) { Vec::new() } else { o.samples.clone() },
+        };
+        if rest.chunks.is_empty() && rest.samples.is_empty() {
+            continue;
+        }
+        let mut more = Vec::new();
+        rest.decode_into(start, end, &mut more);
+        out = merge_samples(out, more);
+    }
+    out
 }
 
 /// Two series lists, each sorted by labels without repeats, as one; a
@@ -299,5 +420,84 @@ mod tests {
         assert!(merge_series(vec![a.clone()], &req(false, 1, 0)).is_err());
         assert!(merge_series(vec![a.clone()], &req(false, 0, 2)).is_err());
         assert!(merge_series(vec![a], &req(false, 2, 3)).is_ok());
+    }
+
+    fn chunk(ts: &[(i64, f64)]) -> crate::chunk::Chunk {
+        let mut app = crate::chunk::XorAppender::new();
+        for &(t, v) in ts {
+            app.append(t, v);
+        }
+        crate::chunk::Chunk { min_t: ts[0].0, max_t: ts[ts.len() - 1].0, data: bytes::Bytes::from(app.finish()) }
+    }
+
+    fn chunked(name: &str, chunks: &[&[(i64, f64)]], loose: &[(i64, f64)]) -> (Labels, SeriesChunks) {
+        (
+            Labels::from_pairs([("__name__", name)]),
+            SeriesChunks {
+                chunks: chunks.iter().map(|c| chunk(c)).collect(),
+                samples: loose.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+            },
+        )
+    }
+
+    fn flat(out: &[Series]) -> Vec<(String, Vec<(i64, f64)>)> {
+        out.iter()
+            .map(|s| (s.labels.metric_name().unwrap_or("").to_owned(), s.samples.iter().map(|x| (x.t, x.v)).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn replicas_decode_to_one_copy_of_each_series() {
+        let shared: &[(i64, f64)] = &[(10, 1.0), (20, 2.0)];
+        let r1 = vec![chunked("a", &[shared, &[(30, 3.0)]], &[]), chunked("b", &[&[(10, 5.0)]], &[])];
+        // The second replica: the same closed chunk, a head chunk with one
+        // more sample, a conflicting value for b, and a series of its own.
+        let r2 = vec![
+            chunked("a", &[shared, &[(30, 3.0), (40, 4.0)]], &[]),
+            chunked("b", &[&[(10, 6.0), (20, 7.0)]], &[]),
+            chunked("c", &[&[(10, 1.0)]], &[]),
+        ];
+        let out = decode_replicas(vec![r1.clone(), r2.clone()], &req(false, 0, 0)).expect("decodes");
+        assert_eq!(
+            flat(&out),
+            vec![
+                ("a".into(), vec![(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]),
+                ("b".into(), vec![(10, 5.0), (20, 7.0)]),
+                ("c".into(), vec![(10, 1.0)]),
+            ],
+            "shared chunks once, the rest merged, the first answer wins a timestamp"
+        );
+        // The same as decoding each replica and merging the samples.
+        let each: Vec<Vec<Series>> =
+            [r1, r2].into_iter().map(|r| decode_replicas(vec![r], &req(false, 0, 0)).expect("decodes")).collect();
+        assert_eq!(flat(&merge_series(each, &req(false, 0, 0)).expect("merges")), flat(&out));
+        // Identical replicas: exactly one copy.
+        let r = vec![chunked("a", &[shared], &[(25, 2.5)])];
+        let out = decode_replicas(vec![r.clone(), r.clone(), r], &req(false, 0, 0)).expect("decodes");
+        assert_eq!(flat(&out), vec![("a".into(), vec![(10, 1.0), (20, 2.0), (25, 2.5)])]);
+    }
+
+    #[test]
+    fn replica_answers_in_samples_or_out_of_order_still_merge() {
+        // An ingester that predates chunks answers with loose samples, in
+        // any series order; stale markers (NaN) compare by their bits.
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let old = vec![chunked("z", &[], &[(5, 0.5)]), chunked("a", &[], &[(10, 1.0), (20, stale)])];
+        let new = vec![chunked("a", &[&[(10, 1.0)]], &[(20, stale)])];
+        let out = decode_replicas(vec![new, old], &req(false, 0, 0)).expect("decodes");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].samples.len(), 2);
+        assert_eq!(out[0].samples[1].v.to_bits(), stale.to_bits());
+        assert_eq!(flat(&out[1..]), vec![("z".into(), vec![(5, 0.5)])]);
+    }
+
+    #[test]
+    fn replica_decoding_keeps_the_range_latest_only_and_limits() {
+        let r = vec![chunked("a", &[&[(10, 1.0), (200, 2.0)]], &[]), chunked("b", &[&[(50, 1.0), (60, 2.0)]], &[])];
+        let out = decode_replicas(vec![r.clone()], &req(true, 0, 0)).expect("decodes");
+        assert_eq!(flat(&out), vec![("a".into(), vec![(10, 1.0)]), ("b".into(), vec![(60, 2.0)])]);
+        assert!(decode_replicas(vec![r.clone()], &req(false, 1, 0)).is_err(), "two series, one allowed");
+        assert!(decode_replicas(vec![r.clone()], &req(false, 0, 2)).is_err(), "three samples, two allowed");
+        assert!(decode_replicas(vec![r], &req(false, 2, 3)).is_ok());
     }
 }

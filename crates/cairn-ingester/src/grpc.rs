@@ -2,7 +2,9 @@
 //!
 //! `Push` is served with the push codec of `cairn-rpc`: the
 //! request's bytes go to the ingester as they are and are decoded there, off
-//! the async runtime. Every other method uses the generated server.
+//! the async runtime. `Select` answers with bytes the ingester encodes
+//! itself from its head (labels and chunks copied once). Every other method
+//! uses the generated server.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -14,7 +16,7 @@ use cairn_proto::ingester::{
     LabelSet, LabelValuesRequest, LabelsRequest, MetadataRequest, MetadataResponse, PushRequest, PushResponse,
     SelectRequest, SelectResponse, SeriesResponse, StringsResponse,
 };
-use cairn_rpc::codec::{PUSH_PATH, PushServerCodec};
+use cairn_rpc::codec::{PUSH_PATH, PushServerCodec, SELECT_PATH, SelectServerCodec};
 use cairn_rpc::convert::{self, LabelsQuery, SelectQuery};
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{NamedService, UnaryService};
@@ -22,8 +24,8 @@ use tonic::{Request, Response, Status};
 
 use crate::Ingester;
 
-/// The ingester's gRPC service: `Push` by the push codec, the rest by the
-/// generated server.
+/// The ingester's gRPC service: `Push` and `Select` by their codecs, the
+/// rest by the generated server.
 #[derive(Debug, Clone)]
 pub struct IngesterGrpc {
     ingester: Ingester,
@@ -39,6 +41,28 @@ pub fn service(ingester: Ingester) -> IngesterGrpc {
 
 impl NamedService for IngesterGrpc {
     const NAME: &'static str = <IngesterServer<IngesterService> as NamedService>::NAME;
+}
+
+/// `Select`, answered with bytes encoded by the ingester.
+struct SelectMethod(IngesterService);
+
+impl UnaryService<SelectRequest> for SelectMethod {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, request: Request<SelectRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move {
+            service.ready()?;
+            let q = SelectQuery::from_proto(request.into_inner())?;
+            if q.accept_chunks {
+                return Ok(Response::new(service.ingester.select_encoded(&q.tenant, &q.request()).await?));
+            }
+            // A querier that predates chunks: plain samples.
+            let series = service.ingester.select(&q.tenant, &q.request()).await?;
+            Ok(Response::new(convert::samples_response(&series)))
+        })
+    }
 }
 
 /// `Push` with the request's bytes.
@@ -71,17 +95,26 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != PUSH_PATH {
-            return self.generated.call(req);
+        let limits = (Some(cairn_rpc::MAX_REQUEST_BYTES), Some(cairn_rpc::client::MAX_RESPONSE_BYTES));
+        match req.uri().path() {
+            PUSH_PATH => {
+                let ingester = self.ingester.clone();
+                Box::pin(async move {
+                    let mut grpc =
+                        tonic::server::Grpc::new(PushServerCodec).apply_max_message_size_config(limits.0, limits.1);
+                    Ok(grpc.unary(PushMethod(ingester), req).await)
+                })
+            }
+            SELECT_PATH => {
+                let service = IngesterService { ingester: self.ingester.clone() };
+                Box::pin(async move {
+                    let mut grpc =
+                        tonic::server::Grpc::new(SelectServerCodec).apply_max_message_size_config(limits.0, limits.1);
+                    Ok(grpc.unary(SelectMethod(service), req).await)
+                })
+            }
+            _ => self.generated.call(req),
         }
-        let ingester = self.ingester.clone();
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(PushServerCodec).apply_max_message_size_config(
-                Some(cairn_rpc::MAX_REQUEST_BYTES),
-                Some(cairn_rpc::client::MAX_RESPONSE_BYTES),
-            );
-            Ok(grpc.unary(PushMethod(ingester), req).await)
-        })
     }
 }
 
@@ -111,21 +144,9 @@ impl IngesterRpc for IngesterService {
         Err(Status::unimplemented("Push is served by the push codec"))
     }
 
-    async fn select(&self, request: Request<SelectRequest>) -> Result<Response<SelectResponse>, Status> {
-        self.ready()?;
-        let q = SelectQuery::from_proto(request.into_inner())?;
-        if q.accept_chunks {
-            let series = self.ingester.select_chunks(&q.tenant, &q.request()).await?;
-            return Ok(Response::new(SelectResponse {
-                series: Vec::new(),
-                chunked: series.into_iter().map(|(l, c)| convert::chunked_series_to_proto(&l, c)).collect(),
-            }));
-        }
-        let series = self.ingester.select(&q.tenant, &q.request()).await?;
-        Ok(Response::new(SelectResponse {
-            series: series.iter().map(|s| convert::series_to_proto(&s.labels, &s.samples)).collect(),
-            chunked: Vec::new(),
-        }))
+    /// Never reached: [`IngesterGrpc`] serves `Select` with the select codec.
+    async fn select(&self, _request: Request<SelectRequest>) -> Result<Response<SelectResponse>, Status> {
+        Err(Status::unimplemented("Select is served by the select codec"))
     }
 
     async fn series(&self, request: Request<LabelsRequest>) -> Result<Response<SeriesResponse>, Status> {

@@ -323,7 +323,7 @@ impl Head {
     }
 
     /// The chunks holding `[start, end]` of `series`, undecoded, for a
-    /// reader in another process. The sample limit is checked against the
+    /// reader in another process, in label order. The sample limit is checked against the
     /// samples certainly in the range (the reader applies it exactly), so
     /// it never refuses a read that fits.
     pub fn read_chunks(
@@ -333,7 +333,7 @@ impl Head {
         max_series: usize,
         max_samples: usize,
         latest_only: bool,
-    ) -> Result<Vec<(Labels, SeriesChunks)>, ServiceError> {
+    ) -> Result<Vec<(Arc<Series>, SeriesChunks)>, ServiceError> {
         let mut out = Vec::new();
         let mut total_samples = 0usize;
         for s in series {
@@ -347,9 +347,9 @@ impl Head {
                 usize::MAX
             }));
             check_limits(out.len() + 1, total_samples, max_series, max_samples)?;
-            out.push((s.labels.to_labels(), chunks));
+            out.push((s, chunks));
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.0.labels.cmp_labels(&b.0.labels));
         Ok(out)
     }
 

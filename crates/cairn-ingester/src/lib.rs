@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cairn_common::chunk::SeriesChunks;
+use bytes::Bytes;
 use cairn_common::metrics::Registry;
 use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher, SeriesInput};
 use cairn_common::status::{CodedError, ServiceError};
@@ -351,22 +351,25 @@ impl Ingester {
     }
 
     /// The head chunks of the series a select matches, undecoded (see
-    /// [`head::Head::read_chunks`]).
-    pub async fn select_chunks(
-        &self,
-        tenant: &TenantId,
-        req: &SelectRequest<'_>,
-    ) -> Result<Vec<(Labels, SeriesChunks)>, ServiceError> {
+    /// [`head::Head::read_chunks`]), as the bytes of a `SelectResponse`:
+    /// labels written from the head's own bytes, chunks copied once.
+    pub async fn select_encoded(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Bytes, ServiceError> {
         let Some(db) = self.get_tenant(tenant).filter(|db| db.head().may_overlap(req.start, req.end)) else {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         };
         let (start, end, max_series, max_samples, latest) =
             (req.start, req.end, req.max_series, req.max_samples, req.latest_only);
         let series = db.head().matching(req.matchers);
-        if series.len() <= INLINE_SELECT_SERIES {
-            return head::Head::read_chunks(series, start, end, max_series, max_samples, latest);
-        }
-        self.blocking(move |_| head::Head::read_chunks(series, start, end, max_series, max_samples, latest)).await
+        let inline = series.len() <= INLINE_SELECT_SERIES;
+        let encode = move || {
+            let read = head::Head::read_chunks(series, start, end, max_series, max_samples, latest)?;
+            let mut out = Vec::new();
+            for (s, chunks) in &read {
+                cairn_rpc::codec::encode_chunked_series(s.labels.raw_pairs().map_while(|p| p), chunks, &mut out);
+            }
+            Ok(Bytes::from(out))
+        };
+        if inline { encode() } else { self.blocking(move |_| encode()).await }
     }
 }
 

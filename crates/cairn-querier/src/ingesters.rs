@@ -3,8 +3,9 @@
 //! Each read asks the members of the ring's read set that a complete answer
 //! needs (see `cairn_ring::ReadSet`): every acknowledged sample is on a
 //! quorum of ingesters, so with replication factor 3 any two of three hold
-//! a copy of it. Ingesters answer selects with XOR chunks, decoded here, and
-//! the answers are merged per series with duplicates kept once.
+//! a copy of it. Ingesters answer selects with XOR chunks, decoded here (off
+//! the async runtime, over the machine's cores): the chunks replicas share
+//! byte for byte once, the rest merged per series with duplicates kept once.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,7 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cairn_common::push::MetricMetadata;
 use cairn_common::status::ServiceError;
-use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, merge_series, union};
+use cairn_common::storage::{
+    Copies, LabelsRequest, Queryable, SelectRequest, Series, check_limits, decode_copies, group_replicas, union,
+};
 use cairn_common::{Labels, TenantId};
 use cairn_ring::{ReadSet, RingView};
 use cairn_rpc::{Clients, IngesterClient};
@@ -55,11 +58,45 @@ impl ReplicatedQueryable {
     }
 }
 
+/// Answers with fewer chunks than this are decoded on the request's task:
+/// handing them to other threads costs more than it saves.
+const INLINE_DECODE_CHUNKS: usize = 256;
+
+/// Decodes the ingesters' answers off the async runtime, split over the
+/// machine's cores (at most four parts), in label order.
+async fn decode_in_parallel(groups: Vec<Copies>, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
+    let (start, end, latest) = (req.start, req.end, req.latest_only);
+    let chunks: usize = groups.iter().map(Copies::chunks).sum();
+    if chunks < INLINE_DECODE_CHUNKS {
+        return decode_copies(groups, start, end, latest, req.ctx.as_deref());
+    }
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let per_part = groups.len().div_ceil(parts).max(1);
+    let mut tasks = Vec::with_capacity(parts);
+    let mut groups = groups.into_iter();
+    loop {
+        let slice: Vec<Copies> = groups.by_ref().take(per_part).collect();
+        if slice.is_empty() {
+            break;
+        }
+        let ctx = req.ctx.clone();
+        tasks.push(tokio::task::spawn_blocking(move || decode_copies(slice, start, end, latest, ctx.as_deref())));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        let part = t.await.map_err(|e| ServiceError::internal(format!("decoding ingester chunks failed: {e}")))??;
+        out.extend(part);
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl Queryable for ReplicatedQueryable {
     async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
-        let parts = self.fan_out(req.start, |c| async move { c.select(tenant, req).await }).await?;
-        merge_series(parts, req)
+        let parts = self.fan_out(req.start, |c| async move { c.select_chunks(tenant, req).await }).await?;
+        let out = decode_in_parallel(group_replicas(parts), req).await?;
+        check_limits(&out, req)?;
+        Ok(out)
     }
 
     async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {

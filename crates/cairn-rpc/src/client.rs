@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cairn_common::ErrorCode;
+use cairn_common::chunk::SeriesChunks;
 use cairn_common::grpc::{Channels, with_deadline};
 use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher};
 use cairn_common::status::ServiceError;
-use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series};
+use cairn_common::storage::{LabelsRequest, Queryable, SelectRequest, Series, decode_replicas};
 use cairn_common::{Labels, Sample, TenantId};
 use cairn_proto::ingester as pb;
 use cairn_proto::ingester::ingester_client::IngesterClient as Rpc;
@@ -103,9 +104,15 @@ impl Pusher for IngesterClient {
     }
 }
 
-#[async_trait]
-impl Queryable for IngesterClient {
-    async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
+impl IngesterClient {
+    /// A select answered with the ingester's chunks, not yet decoded, so
+    /// that a reader of several replicas decodes what they share once (see
+    /// [`decode_replicas`]). Sorted by labels.
+    pub async fn select_chunks(
+        &self,
+        tenant: &TenantId,
+        req: &SelectRequest<'_>,
+    ) -> Result<Vec<(Labels, SeriesChunks)>, ServiceError> {
         let msg = convert::select_to_proto(tenant, req);
         let resp = with_deadline(self.timeout, self.rpc().select(self.request(msg)))
             .await
@@ -114,26 +121,21 @@ impl Queryable for IngesterClient {
         let mut out = Vec::with_capacity(resp.series.len() + resp.chunked.len());
         // An ingester that predates chunks answers with samples.
         for ts in resp.series {
-            req.charge(ts.samples.len())?;
-            out.push(Series {
-                labels: convert::labels_from_proto(ts.labels),
-                samples: ts.samples.into_iter().map(|s| Sample::new(s.timestamp, s.value)).collect(),
-            });
+            let samples = ts.samples.into_iter().map(|s| Sample::new(s.timestamp, s.value)).collect();
+            out.push((convert::labels_from_proto(ts.labels), SeriesChunks { chunks: Vec::new(), samples }));
         }
         for cs in resp.chunked {
-            let (labels, chunks) = convert::chunked_series_from_proto(cs).map_err(|e| self.named(e))?;
-            let mut samples = Vec::new();
-            chunks.decode_into(req.start, req.end, &mut samples);
-            if req.latest_only && samples.len() > 1 {
-                samples.drain(..samples.len() - 1);
-            }
-            if samples.is_empty() {
-                continue;
-            }
-            req.charge(samples.len())?;
-            out.push(Series { labels, samples });
+            out.push(convert::chunked_series_from_proto(cs).map_err(|e| self.named(e))?);
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl Queryable for IngesterClient {
+    async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
+        let answer = self.select_chunks(tenant, req).await?;
+        decode_replicas(vec![answer], req)
     }
 
     async fn series(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<Labels>, ServiceError> {

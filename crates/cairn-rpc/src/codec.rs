@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cairn_common::TenantId;
+use cairn_common::chunk::{Chunk, SeriesChunks};
 use cairn_common::push::{MetricMetadata, MetricType, PushBatch, PushSeries, SeriesInput};
 use cairn_common::status::ServiceError;
 use cairn_common::wire::{self, LEN, RawLabel, Reader, WireError};
@@ -25,6 +26,9 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// The gRPC path of `Ingester.Push`.
 pub const PUSH_PATH: &str = "/cairn.ingester.v1.Ingester/Push";
+
+/// The gRPC path of `Ingester.Select`.
+pub const SELECT_PATH: &str = "/cairn.ingester.v1.Ingester/Select";
 
 // The series are encoded by hand into a `Vec<u8>` sized exactly
 // beforehand: going through `BufMut` (a capacity check and a call per
@@ -110,6 +114,63 @@ fn encode_series(s: &PushSeries, out: &mut Vec<u8>) {
             out.push(key(2, KEY_VARINT));
             put_varint(x.t as u64, out);
         }
+    }
+}
+
+fn varint_field_len(v: i64) -> usize {
+    if v == 0 { 0 } else { 1 + encoded_len_varint(v as u64) }
+}
+
+fn varint_field(tag: u8, v: i64, out: &mut Vec<u8>) {
+    if v != 0 {
+        out.push(key(tag, KEY_VARINT));
+        put_varint(v as u64, out);
+    }
+}
+
+/// Appends one series as a `SelectResponse.chunked` entry (field 2) to
+/// `out` (a `cairn.ingester.v1.ChunkedSeries`), written straight from an
+/// ingester's label bytes and chunks; `convert::chunked_series_from_proto`
+/// reads it. `labels` are name/value pairs in label order.
+pub fn encode_chunked_series<'a>(
+    labels: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    s: &SeriesChunks,
+    out: &mut Vec<u8>,
+) {
+    // cairn.ingester.v1.ChunkedSeries: labels = 1 (prometheus.Label),
+    // chunks = 2 (Chunk: min_time_ms = 1, max_time_ms = 2, encoding = 3,
+    // XOR = 0 and so omitted, data = 4), samples = 3 (prometheus.Sample).
+    let bytes_len = |b: &[u8]| if b.is_empty() { 0 } else { nested_len(b.len()) };
+    let label_len = |n: &[u8], v: &[u8]| bytes_len(n) + bytes_len(v);
+    let chunk_len = |c: &Chunk| varint_field_len(c.min_t) + varint_field_len(c.max_t) + bytes_len(&c.data);
+    let body = labels.clone().map(|(n, v)| nested_len(label_len(n, v))).sum::<usize>()
+        + s.chunks.iter().map(|c| nested_len(chunk_len(c))).sum::<usize>()
+        + s.samples.iter().map(|x| nested_len(sample_len(x.t))).sum::<usize>();
+    out.reserve(nested_len(body));
+    len_field(2, body, out);
+    for (n, v) in labels {
+        len_field(1, label_len(n, v), out);
+        for (tag, b) in [(1, n), (2, v)] {
+            if !b.is_empty() {
+                len_field(tag, b.len(), out);
+                out.extend_from_slice(b);
+            }
+        }
+    }
+    for c in &s.chunks {
+        len_field(2, chunk_len(c), out);
+        varint_field(1, c.min_t, out);
+        varint_field(2, c.max_t, out);
+        if !c.data.is_empty() {
+            len_field(4, c.data.len(), out);
+            out.extend_from_slice(&c.data);
+        }
+    }
+    for x in &s.samples {
+        len_field(3, sample_len(x.t), out);
+        out.push(key(1, KEY_FIXED64));
+        out.extend_from_slice(&x.v.to_le_bytes());
+        varint_field(2, x.t, out);
     }
 }
 
@@ -432,6 +493,53 @@ impl Codec for PushServerCodec {
 
     fn decoder(&mut self) -> RawDecoder {
         RawDecoder
+    }
+}
+
+/// The server's codec for `Select`: decodes the `SelectRequest` with prost
+/// and sends a response the ingester encoded itself (see
+/// [`encode_chunked_series`]) as it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SelectServerCodec;
+
+#[derive(Debug)]
+pub struct RawResponseEncoder;
+
+#[derive(Debug)]
+pub struct SelectRequestDecoder;
+
+impl Encoder for RawResponseEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.len());
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for SelectRequestDecoder {
+    type Item = cairn_proto::ingester::SelectRequest;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        Self::Item::decode(src).map(Some).map_err(|e| Status::invalid_argument(format!("decoding a select: {e}")))
+    }
+}
+
+impl Codec for SelectServerCodec {
+    type Encode = Bytes;
+    type Decode = cairn_proto::ingester::SelectRequest;
+    type Encoder = RawResponseEncoder;
+    type Decoder = SelectRequestDecoder;
+
+    fn encoder(&mut self) -> RawResponseEncoder {
+        RawResponseEncoder
+    }
+
+    fn decoder(&mut self) -> SelectRequestDecoder {
+        SelectRequestDecoder
     }
 }
 

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use cairn_common::chunk::{Chunk, SeriesChunks};
 use cairn_common::push::{MetricMetadata, MetricType, PushOutcome, RejectReason, Rejection};
 use cairn_common::status::ServiceError;
-use cairn_common::storage::{LabelsRequest, SelectRequest};
+use cairn_common::storage::{LabelsRequest, SelectRequest, Series};
 use cairn_common::{Label, Labels, MatchOp, Matcher, Sample, TenantId};
 use cairn_proto::ingester as pb;
 use cairn_proto::prometheus;
+use prost::Message;
 
 pub fn tenant_from_proto(s: &str) -> Result<TenantId, ServiceError> {
     TenantId::new(s).map_err(|e| ServiceError::bad_data(e.to_string()))
@@ -212,23 +213,6 @@ fn samples_to_proto(samples: &[Sample]) -> Vec<prometheus::Sample> {
     samples.iter().map(|x| prometheus::Sample { value: x.v, timestamp: x.t }).collect()
 }
 
-pub fn chunked_series_to_proto(labels: &Labels, s: SeriesChunks) -> pb::ChunkedSeries {
-    pb::ChunkedSeries {
-        labels: labels_to_proto(labels),
-        chunks: s
-            .chunks
-            .into_iter()
-            .map(|c| pb::Chunk {
-                min_time_ms: c.min_t,
-                max_time_ms: c.max_t,
-                encoding: pb::chunk::Encoding::Xor as i32,
-                data: c.data,
-            })
-            .collect(),
-        samples: samples_to_proto(&s.samples),
-    }
-}
-
 /// A series' chunks as an ingester sent them. Fails on an encoding this
 /// build cannot read, and on loose samples out of order.
 pub fn chunked_series_from_proto(s: pb::ChunkedSeries) -> Result<(Labels, SeriesChunks), ServiceError> {
@@ -249,6 +233,16 @@ pub fn chunked_series_from_proto(s: pb::ChunkedSeries) -> Result<(Labels, Series
 /// Plain samples, for a caller that did not ask for chunks.
 pub fn series_to_proto(labels: &Labels, samples: &[Sample]) -> prometheus::TimeSeries {
     prometheus::TimeSeries { labels: labels_to_proto(labels), samples: samples_to_proto(samples), ..Default::default() }
+}
+
+/// The bytes of a `SelectResponse` of plain samples, for a caller that did
+/// not ask for chunks.
+pub fn samples_response(series: &[Series]) -> bytes::Bytes {
+    let resp = pb::SelectResponse {
+        series: series.iter().map(|s| series_to_proto(&s.labels, &s.samples)).collect(),
+        chunked: Vec::new(),
+    };
+    bytes::Bytes::from(resp.encode_to_vec())
 }
 
 #[cfg(test)]
@@ -298,11 +292,15 @@ mod tests {
             chunks: vec![Chunk { min_t: 1, max_t: 2, data: Bytes::from(app.finish()) }],
             samples: vec![Sample::new(0, -0.5)],
         };
-        let (l, back) = chunked_series_from_proto(chunked_series_to_proto(&labels, s.clone())).expect("converts");
+        let mut buf = Vec::new();
+        let pairs = labels.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes()));
+        crate::codec::encode_chunked_series(pairs, &s, &mut buf);
+        let decode = |b: &[u8]| pb::SelectResponse::decode(b).expect("decodes").chunked.remove(0);
+        let (l, back) = chunked_series_from_proto(decode(&buf)).expect("converts");
         assert_eq!(l, labels);
         assert_eq!(back.chunks, s.chunks);
         assert_eq!(back.samples[0].v.to_bits(), (-0.5f64).to_bits());
-        let mut unknown = chunked_series_to_proto(&labels, s);
+        let mut unknown = decode(&buf);
         unknown.chunks[0].encoding = 7;
         assert!(chunked_series_from_proto(unknown).is_err());
     }

@@ -1,13 +1,14 @@
 //! `cairn ingester` on its own: the gRPC push service a remote distributor
-//! calls, with the same durability as in `cairn all`.
+//! calls, with the same durability as in `cairn all`, and the select a
+//! querier calls.
 #![allow(clippy::disallowed_methods, reason = "waits for a child process from the test thread")]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_e2e::{cairn_bin, free_port, now_ms, probe};
-use cairn_proto::ingester::PushRequest;
 use cairn_proto::ingester::ingester_client::IngesterClient;
+use cairn_proto::ingester::{Matcher, PushRequest, SelectRequest};
 use cairn_proto::prometheus as pb;
 
 struct Proc(std::process::Child);
@@ -78,5 +79,30 @@ async fn grpc_push_is_durable_and_reports_rejections() {
     let resp = client.push(request("grpc-tenant", t)).await.expect("push").into_inner();
     assert_eq!(resp.samples_appended, 0, "already stored before the crash");
     assert_eq!(resp.series_created, 0);
+
+    // Selects: chunks for a reader that takes them, plain samples for one
+    // that predates them; the same sample either way.
+    let select = |accept_chunks: bool| SelectRequest {
+        tenant: "grpc-tenant".into(),
+        matchers: vec![Matcher { r#type: 0, name: "__name__".into(), value: "grpc_metric".into() }],
+        start: t - 60_000,
+        end: t + 60_000,
+        accept_chunks,
+        ..Default::default()
+    };
+    let chunked = client.select(select(true)).await.expect("select").into_inner();
+    assert!(chunked.series.is_empty());
+    assert_eq!(chunked.chunked.len(), 1);
+    let (labels, chunks) = cairn_rpc::convert::chunked_series_from_proto(chunked.chunked[0].clone()).expect("reads");
+    assert_eq!(labels.to_string(), r#"grpc_metric{job="x"}"#);
+    let mut samples = Vec::new();
+    chunks.decode_into(t - 60_000, t + 60_000, &mut samples);
+    assert_eq!(samples.iter().map(|s| (s.t, s.v)).collect::<Vec<_>>(), vec![(t, 1.0)]);
+    let plain = client.select(select(false)).await.expect("select").into_inner();
+    assert!(plain.chunked.is_empty());
+    assert_eq!(plain.series.len(), 1);
+    assert_eq!(plain.series[0].samples, vec![pb::Sample { value: 1.0, timestamp: t }]);
+    let none = client.select(SelectRequest { tenant: "nobody".into(), ..select(true) }).await.expect("select");
+    assert!(none.into_inner().chunked.is_empty(), "an unknown tenant has no series");
     drop(proc);
 }

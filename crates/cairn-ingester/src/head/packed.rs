@@ -43,7 +43,7 @@ impl PackedLabels {
 
     /// Pairs as raw bytes in order; `None` marks malformed bytes (never
     /// produced by `new`).
-    pub fn raw_pairs(&self) -> impl Iterator<Item = Option<(&[u8], &[u8])>> {
+    pub fn raw_pairs(&self) -> impl Iterator<Item = Option<(&[u8], &[u8])>> + Clone {
         let mut rest: &[u8] = &self.0;
         std::iter::from_fn(move || {
             if rest.is_empty() {
@@ -55,6 +55,12 @@ impl PackedLabels {
             }
             Some(pair)
         })
+    }
+
+    /// [`Labels`] order (pairwise by name, then value; a prefix first),
+    /// without decoding either set.
+    pub fn cmp_labels(&self, other: &PackedLabels) -> std::cmp::Ordering {
+        self.raw_pairs().map_while(|p| p).cmp(other.raw_pairs().map_while(|p| p))
     }
 
     /// Pairs in order; `None` marks malformed bytes or invalid UTF-8.
@@ -140,5 +146,24 @@ mod tests {
         assert!(!p.equals(&Labels::from_pairs([("__name__", "up")])));
         assert_eq!(PackedLabels::from_bytes(p.as_bytes()), Some(p));
         assert_eq!(PackedLabels::from_bytes(&[5, b'a']), None);
+    }
+
+    #[test]
+    fn packed_sets_sort_as_label_sets_do() {
+        let sets = [
+            Labels::from_pairs([("__name__", "up")]),
+            Labels::from_pairs([("__name__", "up"), ("job", "a")]),
+            Labels::from_pairs([("__name__", "up"), ("job", "b")]),
+            Labels::from_pairs([("__name__", "up"), ("jobs", "a")]),
+            Labels::from_pairs([("__name__", "upper")]),
+            Labels::from_pairs([("a", "z".repeat(200).as_str())]),
+            Labels::from_pairs([("a", "\u{e9}")]),
+            Labels::default(),
+        ];
+        for a in &sets {
+            for b in &sets {
+                assert_eq!(PackedLabels::new(a).cmp_labels(&PackedLabels::new(b)), a.cmp(b), "{a} against {b}");
+            }
+        }
     }
 }
