@@ -19,12 +19,12 @@ use crate::value::{Grid, Points, RangeSeries, RangeVector, Samples, StepSeries, 
 /// Warnings and informational notes attached to a result, as Prometheus's
 /// annotations (`PromQL warning: ...`, `PromQL info: ...`).
 #[derive(Debug, Default, Clone)]
-pub struct Annotations {
+pub(crate) struct Annotations {
     pub warnings: BTreeSet<String>,
     pub infos: BTreeSet<String>,
 }
 
-pub struct Evaluator<'a> {
+pub(crate) struct Evaluator<'a> {
     pub timing: Timing,
     fetched: &'a Fetched,
     pub annotations: Annotations,
@@ -62,7 +62,7 @@ fn value_bytes(v: &Value) -> usize {
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(timing: Timing, fetched: &'a Fetched, meter: &'a QueryMeter) -> Self {
+    pub(crate) fn new(timing: Timing, fetched: &'a Fetched, meter: &'a QueryMeter) -> Self {
         Self { timing, fetched, annotations: Annotations::default(), meter }
     }
 
@@ -94,7 +94,7 @@ impl<'a> Evaluator<'a> {
         self.meter.check_time()
     }
 
-    pub fn eval(&mut self, e: &Expr, g: &Grid) -> Result<Value> {
+    pub(crate) fn eval(&mut self, e: &Expr, g: &Grid) -> Result<Value> {
         self.check_deadline()?;
         // When this node is done its inputs are gone: the query then holds
         // what it held before plus this node's value.

@@ -3,7 +3,7 @@
 
 /// Adds `inc` to `sum` with Neumaier's compensation `c`.
 #[inline]
-pub fn sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+pub(crate) fn sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
     let c = if t.is_infinite() {
         0.0
@@ -17,18 +17,18 @@ pub fn sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
 
 /// A running compensated sum.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct KahanSum {
+pub(crate) struct KahanSum {
     sum: f64,
     c: f64,
 }
 
 impl KahanSum {
     #[inline]
-    pub fn add(&mut self, v: f64) {
+    pub(crate) fn add(&mut self, v: f64) {
         (self.sum, self.c) = sum_inc(v, self.sum, self.c);
     }
 
-    pub fn value(&self) -> f64 {
+    pub(crate) fn value(&self) -> f64 {
         if self.sum.is_infinite() { self.sum } else { self.sum + self.c }
     }
 }
@@ -36,7 +36,7 @@ impl KahanSum {
 /// A running mean that switches to incremental averaging when the plain
 /// sum overflows, as Prometheus's `avg` and `avg_over_time` do.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Mean {
+pub(crate) struct Mean {
     count: f64,
     sum: f64,
     c: f64,
@@ -45,7 +45,7 @@ pub struct Mean {
 }
 
 impl Mean {
-    pub fn add(&mut self, v: f64) {
+    pub(crate) fn add(&mut self, v: f64) {
         self.count += 1.0;
         if !self.incremental {
             let (ns, nc) = sum_inc(v, self.sum, self.c);
@@ -70,14 +70,14 @@ impl Mean {
         (self.mean, self.c) = sum_inc(v / self.count - corrected / self.count, self.mean, self.c);
     }
 
-    pub fn value(&self) -> f64 {
+    pub(crate) fn value(&self) -> f64 {
         if self.incremental { self.mean + self.c } else { self.sum / self.count + self.c / self.count }
     }
 }
 
 /// Running variance (Welford with compensated sums).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Variance {
+pub(crate) struct Variance {
     count: f64,
     mean: f64,
     c_mean: f64,
@@ -86,18 +86,18 @@ pub struct Variance {
 }
 
 impl Variance {
-    pub fn add(&mut self, v: f64) {
+    pub(crate) fn add(&mut self, v: f64) {
         self.count += 1.0;
         let delta = v - (self.mean + self.c_mean);
         (self.mean, self.c_mean) = sum_inc(delta / self.count, self.mean, self.c_mean);
         (self.aux, self.c_aux) = sum_inc(delta * (v - (self.mean + self.c_mean)), self.aux, self.c_aux);
     }
 
-    pub fn stdvar(&self) -> f64 {
+    pub(crate) fn stdvar(&self) -> f64 {
         (self.aux + self.c_aux) / self.count
     }
 
-    pub fn stddev(&self) -> f64 {
+    pub(crate) fn stddev(&self) -> f64 {
         self.stdvar().sqrt()
     }
 }

@@ -575,7 +575,7 @@ mod tests {
 
     /// Encoding by version, for the generator above.
     mod erased {
-        pub trait Value {
+        pub(super) trait Value {
             fn json(&self) -> Vec<u8>;
             fn stored(&self) -> Vec<u8>;
         }

@@ -32,7 +32,7 @@ use futures::StreamExt;
 
 /// Why a query was stopped from outside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Stopped {
+pub(crate) enum Stopped {
     #[error("query timed out")]
     Timeout,
     #[error("query was canceled")]
@@ -41,17 +41,17 @@ pub enum Stopped {
 
 /// The deadline and cancel flag of one query.
 #[derive(Debug)]
-pub struct Stop {
+pub(crate) struct Stop {
     pub deadline: Instant,
     pub cancelled: AtomicBool,
 }
 
 impl Stop {
-    pub fn new(deadline: Instant) -> Arc<Self> {
+    pub(crate) fn new(deadline: Instant) -> Arc<Self> {
         Arc::new(Self { deadline, cancelled: AtomicBool::new(false) })
     }
 
-    pub fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
     }
 
@@ -67,7 +67,7 @@ impl Stop {
 }
 
 /// Whether `e` is a stop, and which.
-pub fn stopped(e: &DataFusionError) -> Option<Stopped> {
+pub(crate) fn stopped(e: &DataFusionError) -> Option<Stopped> {
     match e.find_root() {
         DataFusionError::External(inner) => inner.downcast_ref::<Stopped>().copied(),
         _ => None,
@@ -141,7 +141,7 @@ impl ExecutionPlan for Guarded {
 /// The last physical optimizer rule: wraps every node of the plan in
 /// [`Guarded`]. It runs after every other rule, so none of them sees it.
 #[derive(Debug)]
-pub struct GuardRule(pub Arc<Stop>);
+pub(crate) struct GuardRule(pub Arc<Stop>);
 
 impl PhysicalOptimizerRule for GuardRule {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
@@ -162,13 +162,13 @@ impl PhysicalOptimizerRule for GuardRule {
 
 /// One query's memory pool: its own limit, drawn from the process budget.
 #[derive(Debug)]
-pub struct BudgetPool {
+pub(crate) struct BudgetPool {
     reservation: Reservation,
     limit: usize,
 }
 
 impl BudgetPool {
-    pub fn new(budget: Arc<MemoryBudget>, limit: usize) -> Self {
+    pub(crate) fn new(budget: Arc<MemoryBudget>, limit: usize) -> Self {
         Self { reservation: Reservation::new(budget), limit }
     }
 }

@@ -2,35 +2,35 @@
 
 /// Appends bits to a byte buffer.
 #[derive(Clone, Debug, Default)]
-pub struct BitWriter {
+pub(super) struct BitWriter {
     buf: Vec<u8>,
     /// Unused low bits in the last byte of `buf`.
     free: u8,
 }
 
 impl BitWriter {
-    pub fn with_capacity(bytes: usize) -> Self {
+    pub(super) fn with_capacity(bytes: usize) -> Self {
         Self { buf: Vec::with_capacity(bytes), free: 0 }
     }
 
-    pub fn bytes(&self) -> &[u8] {
+    pub(super) fn bytes(&self) -> &[u8] {
         &self.buf
     }
 
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.buf
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.buf.len()
     }
 
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub(super) fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
 
     #[inline]
-    pub fn write_bit(&mut self, bit: bool) {
+    pub(super) fn write_bit(&mut self, bit: bool) {
         if self.free == 0 {
             self.buf.push(0);
             self.free = 8;
@@ -43,7 +43,7 @@ impl BitWriter {
 
     /// Writes the low `n` bits of `v` (n <= 64), most significant first.
     #[inline]
-    pub fn write_bits(&mut self, v: u64, mut n: u8) {
+    pub(super) fn write_bits(&mut self, v: u64, mut n: u8) {
         debug_assert!(n <= 64);
         while n > 0 {
             if self.free == 0 {
@@ -61,7 +61,7 @@ impl BitWriter {
         }
     }
 
-    pub fn write_byte(&mut self, b: u8) {
+    pub(super) fn write_byte(&mut self, b: u8) {
         self.write_bits(u64::from(b), 8);
     }
 }
@@ -69,7 +69,7 @@ impl BitWriter {
 /// Reads bits from a byte slice, most significant first, through a 64-bit
 /// window refilled a byte at a time (decoding is the hot path of queries).
 #[derive(Clone, Debug)]
-pub struct BitReader<'a> {
+pub(super) struct BitReader<'a> {
     data: &'a [u8],
     /// Next byte of `data` to load into the window.
     idx: usize,
@@ -80,7 +80,7 @@ pub struct BitReader<'a> {
 }
 
 impl<'a> BitReader<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
+    pub(super) fn new(data: &'a [u8]) -> Self {
         Self { data, idx: 0, window: 0, valid: 0 }
     }
 
@@ -105,7 +105,7 @@ impl<'a> BitReader<'a> {
     }
 
     #[inline]
-    pub fn read_bit(&mut self) -> Option<bool> {
+    pub(super) fn read_bit(&mut self) -> Option<bool> {
         if self.valid == 0 {
             self.refill();
             if self.valid == 0 {
@@ -120,7 +120,7 @@ impl<'a> BitReader<'a> {
 
     /// Reads `n` bits (n <= 64) as the low bits of the result.
     #[inline(always)]
-    pub fn read_bits(&mut self, n: u8) -> Option<u64> {
+    pub(super) fn read_bits(&mut self, n: u8) -> Option<u64> {
         debug_assert!(n <= 64);
         let n = u32::from(n);
         if n == 0 {
@@ -157,12 +157,12 @@ impl<'a> BitReader<'a> {
         Some(v)
     }
 
-    pub fn read_byte(&mut self) -> Option<u8> {
+    pub(super) fn read_byte(&mut self) -> Option<u8> {
         self.read_bits(8).map(|b| b as u8)
     }
 
     /// Reads an unsigned LEB128 varint from the bit stream.
-    pub fn read_uvarint(&mut self) -> Option<u64> {
+    pub(super) fn read_uvarint(&mut self) -> Option<u64> {
         let mut out = 0u64;
         for i in 0..10 {
             let b = self.read_byte()?;
@@ -175,13 +175,13 @@ impl<'a> BitReader<'a> {
     }
 
     /// Reads a zig-zag signed varint.
-    pub fn read_varint(&mut self) -> Option<i64> {
+    pub(super) fn read_varint(&mut self) -> Option<i64> {
         let u = self.read_uvarint()?;
         Some(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 }
 
-pub fn write_uvarint(w: &mut BitWriter, mut v: u64) {
+pub(super) fn write_uvarint(w: &mut BitWriter, mut v: u64) {
     while v >= 0x80 {
         w.write_byte((v as u8) | 0x80);
         v >>= 7;
@@ -189,7 +189,7 @@ pub fn write_uvarint(w: &mut BitWriter, mut v: u64) {
     w.write_byte(v as u8);
 }
 
-pub fn write_varint(w: &mut BitWriter, v: i64) {
+pub(super) fn write_varint(w: &mut BitWriter, v: i64) {
     write_uvarint(w, ((v << 1) ^ (v >> 63)) as u64);
 }
 

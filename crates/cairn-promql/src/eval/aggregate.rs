@@ -66,7 +66,7 @@ fn grouping(v: &[StepSeries], modifier: &Option<LabelModifier>) -> (Vec<Labels>,
     (groups, of)
 }
 
-pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, g: &Grid) -> Result<Value> {
+pub(super) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, g: &Grid) -> Result<Value> {
     let op = a.op.id();
     let n = g.len();
     // The parameter is evaluated first, as Prometheus does.
@@ -360,7 +360,7 @@ fn count_values(
 }
 
 /// `histogram_quantile(φ, buckets)` over classic `le` buckets.
-pub fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
+pub(super) fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
     let args = &c.args.args;
     if args.len() != 2 {
         return Err(EvalError::BadData("histogram_quantile() takes two arguments".into()));
@@ -373,7 +373,7 @@ pub fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<
 
 /// `histogram_quantiles(buckets, "label", φ1, φ2, ...)`: one result series
 /// per quantile, told apart by `label`.
-pub fn histogram_quantiles(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
+pub(super) fn histogram_quantiles(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
     let args = &c.args.args;
     if args.len() < 3 {
         return Err(EvalError::BadData("histogram_quantiles() takes a vector, a label name and quantiles".into()));
@@ -412,7 +412,7 @@ fn warn_quantiles(ev: &mut Evaluator<'_>, q: &[f64]) {
 
 /// `histogram_fraction(lower, upper, buckets)` over classic `le` buckets:
 /// the share of observations between the two values.
-pub fn histogram_fraction(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
+pub(super) fn histogram_fraction(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Vec<StepSeries>> {
     let args = &c.args.args;
     if args.len() != 3 {
         return Err(EvalError::BadData("histogram_fraction() takes three arguments".into()));

@@ -40,7 +40,7 @@ fn apply(op: u16, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
-pub fn eval(ev: &mut Evaluator<'_>, b: &BinaryExpr, g: &Grid) -> Result<Value> {
+pub(super) fn eval(ev: &mut Evaluator<'_>, b: &BinaryExpr, g: &Grid) -> Result<Value> {
     let op = b.op.id();
     let lhs = ev.eval(&b.lhs, g)?;
     let rhs = ev.eval(&b.rhs, g)?;

@@ -25,7 +25,7 @@ fn unwrap_parens(mut e: &Expr) -> &Expr {
     e
 }
 
-pub fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
+pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, g: &Grid) -> Result<Value> {
     let name = c.func.name;
     if let Some((f, keep_name)) = range_functions::lookup(name) {
         return range_call(ev, c, g, name, f, keep_name);

@@ -10,9 +10,9 @@ use crate::value::{Grid, Points, RangeVector, StepSeries};
 
 /// A function of one window. `ctx` carries the window bounds and extra
 /// scalar arguments for the step.
-pub type WindowFn = fn(&[Sample], &WindowCtx) -> Option<f64>;
+pub(super) type WindowFn = fn(&[Sample], &WindowCtx) -> Option<f64>;
 
-pub struct WindowCtx {
+pub(super) struct WindowCtx {
     /// Window bounds: `(range_start, range_end]` in milliseconds.
     pub range_start: i64,
     pub range_end: i64,
@@ -28,7 +28,7 @@ pub struct WindowCtx {
 
 /// Looks up a range function by name: its implementation and whether it
 /// keeps the metric name.
-pub fn lookup(name: &str) -> Option<(WindowFn, bool)> {
+pub(super) fn lookup(name: &str) -> Option<(WindowFn, bool)> {
     let f: (WindowFn, bool) = match name {
         "rate" => (|s, c| extrapolated_rate(s, c, true, true), false),
         "increase" => (|s, c| extrapolated_rate(s, c, true, false), false),
@@ -65,7 +65,7 @@ pub fn lookup(name: &str) -> Option<(WindowFn, bool)> {
 
 /// Applies `f` to every series' windows. `args` gives per-step scalar
 /// arguments. Windows with no samples produce nothing.
-pub fn apply(
+pub(super) fn apply(
     ev: &mut Evaluator<'_>,
     rv: &RangeVector,
     g: &Grid,
@@ -196,7 +196,7 @@ fn instant_value(s: &[Sample], is_rate: bool) -> Option<f64> {
 
 /// Least-squares slope and intercept of `s` with x measured in seconds from
 /// `intercept_t`.
-pub fn linear_regression(s: &[Sample], intercept_t: i64) -> (f64, f64) {
+pub(super) fn linear_regression(s: &[Sample], intercept_t: i64) -> (f64, f64) {
     let init = s[0].v;
     let mut const_y = true;
     let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
@@ -339,7 +339,7 @@ fn double_exponential_smoothing(s: &[Sample], c: &WindowCtx) -> Option<f64> {
 
 /// Prometheus's quantile: linear interpolation between closest ranks.
 /// `q < 0` gives -Inf, `q > 1` gives +Inf, NaN gives NaN.
-pub fn quantile(q: f64, vals: &mut [f64]) -> f64 {
+pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
     if vals.is_empty() || q.is_nan() {
         return f64::NAN;
     }

@@ -8,7 +8,7 @@ use cairn_promql::promqltest::script::EvalCmd;
 /// Whether any selector of `expr` could read a metric loaded with native
 /// histograms: by its literal name, by a `__name__` regex, or, having no
 /// name matcher, possibly any.
-pub fn reads_histograms(expr: &str, hist: &HashSet<String>) -> bool {
+pub(super) fn reads_histograms(expr: &str, hist: &HashSet<String>) -> bool {
     use promql_parser::label::MatchOp;
     use promql_parser::parser::{Expr, VectorSelector};
     fn selector(vs: &VectorSelector, hist: &HashSet<String>) -> bool {
@@ -73,7 +73,7 @@ fn unsupported_feature(file: &str, e: &EvalCmd) -> Option<&'static str> {
 
 /// Evals outside Cairn's float engine: native histograms, unsupported
 /// experimental features, and the reviewed list above.
-pub fn skip(file: &str, e: &EvalCmd, hist: &HashSet<String>) -> Option<String> {
+pub(super) fn skip(file: &str, e: &EvalCmd, hist: &HashSet<String>) -> Option<String> {
     if let Some((_, _, why)) = KNOWN.iter().find(|(f, l, _)| *f == file && *l == e.line) {
         return Some((*why).to_owned());
     }
@@ -96,7 +96,7 @@ pub fn skip(file: &str, e: &EvalCmd, hist: &HashSet<String>) -> Option<String> {
 
 /// Evals that cannot pass over HTTP for reasons of the transport, each
 /// with its reason.
-pub fn http_only(file: &str, e: &EvalCmd) -> Option<String> {
+pub(super) fn http_only(file: &str, e: &EvalCmd) -> Option<String> {
     const HTTP: &[(&str, usize, &str)] = &[];
     HTTP.iter().find(|(f, l, _)| *f == file && *l == e.line).map(|(_, _, why)| (*why).to_owned())
 }
