@@ -21,6 +21,7 @@
 pub mod chunk;
 pub mod duration;
 pub mod grpc;
+pub mod inflight;
 pub mod labels;
 pub mod matcher;
 pub mod memory;

@@ -1,6 +1,7 @@
 //! Why a remote write request was refused before it reached an ingester.
 
 use cairn_common::ErrorCode;
+use cairn_common::inflight::Refused;
 use cairn_common::status::{CodedError, ServiceError};
 use cairn_common::tenant::TENANT_HEADER;
 use cairn_common::wire::WireError;
@@ -46,6 +47,15 @@ pub enum PushError {
          {limit} (--distributor.instance-limits.max-inflight-push-requests-bytes); retry later"
     )]
     TooManyBytesInFlight { held: usize, wanted: usize, limit: usize },
+}
+
+impl From<Refused> for PushError {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Requests { limit } => PushError::TooManyInFlight { limit },
+            Refused::Bytes { held, wanted, limit } => PushError::TooManyBytesInFlight { held, wanted, limit },
+        }
+    }
 }
 
 impl PushError {

@@ -105,7 +105,7 @@ async fn push(State(d): State<Distributor>, headers: HeaderMap, body: Body) -> R
     // Admitted before the body is read, so that a burst is refused cheaply.
     let mut held = match d.in_flight().enter() {
         Ok(h) => h,
-        Err(e) => return refuse(e),
+        Err(e) => return refuse(e.into()),
     };
     let limit = d.config().max_recv_msg_size;
     let compressed = match axum::body::to_bytes(body, limit).await {

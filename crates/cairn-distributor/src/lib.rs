@@ -24,7 +24,6 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
-pub mod inflight;
 pub mod metrics;
 pub mod replication;
 pub mod validate;
@@ -36,9 +35,9 @@ use cairn_common::metrics::Registry;
 use cairn_common::push::{PushOutcome, Pusher};
 use cairn_common::status::ServiceError;
 
+use cairn_common::inflight::InFlight;
 pub use config::{DistributorConfig, ValidationConfig};
 pub use error::PushError;
-use inflight::InFlight;
 use metrics::DistributorMetrics;
 use validate::Validated;
 

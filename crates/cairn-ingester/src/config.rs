@@ -42,6 +42,19 @@ pub struct IngesterConfig {
     )]
     pub block_duration: PromDuration,
 
+    /// Pushes one ingester admits at once (appending or waiting for an
+    /// append thread); more are refused as unavailable, with a retry
+    /// hint, so that a burst queues in its clients rather than here. 0
+    /// means no limit.
+    #[arg(
+        long = "ingester.instance-limits.max-inflight-push-requests",
+        id = "ingester.max_inflight_push_requests",
+        env = "CAIRN_INGESTER_MAX_INFLIGHT_PUSH_REQUESTS",
+        value_name = "N",
+        default_value_t = 30_000
+    )]
+    pub max_inflight_push_requests: usize,
+
     #[command(flatten)]
     pub wal: WalConfig,
 }
@@ -100,6 +113,7 @@ impl Default for IngesterConfig {
             out_of_order_time_window: PromDuration::from_millis(0),
             max_series_per_tenant: 0,
             block_duration: PromDuration::from_secs(2 * 3600),
+            max_inflight_push_requests: 30_000,
             wal: WalConfig::default(),
         }
     }

@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use cairn_common::inflight::{Held, InFlight};
 use cairn_common::metrics::Registry;
 use cairn_common::push::{MetricMetadata, PushBatch, PushOutcome, Pusher, SeriesInput};
 use cairn_common::status::{CodedError, ServiceError};
@@ -76,6 +77,8 @@ struct Inner {
     /// so that the head can be cut whole and handed to object storage.
     leaving: AtomicBool,
     shipper: Option<Arc<Shipper>>,
+    /// Pushes admitted and not yet answered.
+    in_flight: Arc<InFlight>,
 }
 
 /// A cheap-to-clone handle to the ingester of this process.
@@ -111,16 +114,24 @@ impl Ingester {
             s.metrics.register(registry);
             Arc::new(s)
         });
+        let metrics = Arc::new(IngesterMetrics::new(registry));
+        let in_flight = InFlight::with_gauges(
+            cfg.max_inflight_push_requests,
+            0,
+            metrics.inflight_push_requests.clone(),
+            Default::default(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
                 wal_root: data_dir.join("wal"),
                 tenants: RwLock::new(HashMap::new()),
                 opening: Mutex::new(()),
-                metrics: Arc::new(IngesterMetrics::new(registry)),
+                metrics,
                 ready: AtomicBool::new(false),
                 leaving: AtomicBool::new(false),
                 shipper,
+                in_flight,
             }),
         })
     }
@@ -328,6 +339,23 @@ impl Ingester {
         info!("ingester stopped; write-ahead logs synced");
     }
 
+    /// Admits one more push, or refuses it (retryably) over
+    /// `--ingester.instance-limits.max-inflight-push-requests`: pushes wait
+    /// for append threads, and that queue must not grow without bound.
+    fn admit_push(&self) -> Result<Held, ServiceError> {
+        self.inner.in_flight.enter().map_err(|_| {
+            ServiceError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "this ingester is handling {} pushes already \
+                     (--ingester.instance-limits.max-inflight-push-requests); retry later",
+                    self.inner.cfg.max_inflight_push_requests
+                ),
+            )
+            .retry_after(1)
+        })
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(Ingester) -> Result<T, ServiceError> + Send + 'static,
@@ -343,6 +371,7 @@ impl Ingester {
     /// A push request as it came over gRPC, decoded off the async runtime
     /// (see `cairn_rpc::codec`).
     pub async fn push_encoded(&self, request: bytes::Bytes) -> Result<PushOutcome, ServiceError> {
+        let _held = self.admit_push()?;
         self.blocking(move |ing| {
             let push = cairn_rpc::codec::decode_push_borrowed(&request)?;
             ing.push_blocking(&push.tenant, push.series(), &push.metadata)
@@ -376,6 +405,7 @@ impl Ingester {
 #[async_trait]
 impl Pusher for Ingester {
     async fn push(&self, tenant: &TenantId, batch: PushBatch) -> Result<PushOutcome, ServiceError> {
+        let _held = self.admit_push()?;
         let tenant = tenant.clone();
         self.blocking(move |ing| ing.push_blocking(&tenant, &batch.series, &batch.metadata)).await
     }

@@ -24,6 +24,7 @@ pub struct IngesterMetrics {
     pub wal_fsync_duration: Histogram,
     pub checkpoint_duration: Histogram,
     pub memory_bytes: Gauge,
+    pub inflight_push_requests: Gauge,
 }
 
 impl IngesterMetrics {
@@ -41,6 +42,7 @@ impl IngesterMetrics {
             wal_fsync_duration: Histogram::new(duration_buckets()),
             checkpoint_duration: Histogram::new(duration_buckets()),
             memory_bytes: Gauge::default(),
+            inflight_push_requests: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("cairn_ingester");
         r.register("samples_appended", "Samples appended to the head, per tenant", m.samples_appended.clone());
@@ -78,6 +80,11 @@ impl IngesterMetrics {
             "memory_series_bytes",
             "Approximate heap bytes held by heads (index, labels, chunks), updated every minute",
             m.memory_bytes.clone(),
+        );
+        r.register(
+            "inflight_push_requests",
+            "Pushes admitted and not yet answered (bounded by --ingester.instance-limits.max-inflight-push-requests)",
+            m.inflight_push_requests.clone(),
         );
         m
     }

@@ -1,14 +1,22 @@
-//! Bounds on the push requests a distributor holds at once: how many, and
-//! how many bytes (as received and decompressed). A request over either is
-//! refused with 503 and `Retry-After` before its body is decompressed, so
-//! a burst cannot take the process's memory.
+//! Bounds on the requests a process holds at once: how many, and how many
+//! bytes. The distributor bounds push requests (as received and
+//! decompressed) before it decompresses them; the ingester bounds the
+//! pushes waiting for its append threads. Each maps a refusal to its own
+//! error, naming its flag.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::error::PushError;
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `limit` requests are held already.
+    Requests { limit: usize },
+    /// `held` bytes are held already and the request needs `wanted` more.
+    Bytes { held: usize, wanted: usize, limit: usize },
+}
 
 #[derive(Debug, Default)]
 pub struct InFlight {
@@ -33,12 +41,12 @@ impl InFlight {
     }
 
     /// Admits one more request, or refuses it.
-    pub fn enter(self: &Arc<Self>) -> Result<Held, PushError> {
+    pub fn enter(self: &Arc<Self>) -> Result<Held, Refused> {
         let n = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
         self.requests_gauge.inc();
         let held = Held { of: self.clone(), bytes: 0 };
         if self.max_requests > 0 && n > self.max_requests {
-            return Err(PushError::TooManyInFlight { limit: self.max_requests });
+            return Err(Refused::Requests { limit: self.max_requests });
         }
         Ok(held)
     }
@@ -62,12 +70,12 @@ pub struct Held {
 impl Held {
     /// Counts `n` more bytes against the limit, or refuses them (nothing is
     /// counted then).
-    pub fn hold(&mut self, n: usize) -> Result<(), PushError> {
+    pub fn hold(&mut self, n: usize) -> Result<(), Refused> {
         let limit = self.of.max_bytes;
         let before = self.of.bytes.fetch_add(n, Ordering::AcqRel);
         if limit > 0 && before.saturating_add(n) > limit {
             self.of.bytes.fetch_sub(n, Ordering::AcqRel);
-            return Err(PushError::TooManyBytesInFlight { held: before, wanted: n, limit });
+            return Err(Refused::Bytes { held: before, wanted: n, limit });
         }
         self.bytes += n;
         self.of.bytes_gauge.inc_by(n as i64);
@@ -93,11 +101,11 @@ mod tests {
         let f = InFlight::new(2, 100);
         let mut a = f.enter().expect("first");
         let b = f.enter().expect("second");
-        assert!(matches!(f.enter(), Err(PushError::TooManyInFlight { limit: 2 })));
+        assert!(matches!(f.enter(), Err(Refused::Requests { limit: 2 })));
         assert_eq!(f.requests(), 2, "a refused request holds nothing");
         a.hold(60).expect("fits");
         let mut b = b;
-        assert!(matches!(b.hold(50), Err(PushError::TooManyBytesInFlight { held: 60, wanted: 50, limit: 100 })));
+        assert!(matches!(b.hold(50), Err(Refused::Bytes { held: 60, wanted: 50, limit: 100 })));
         assert_eq!(f.bytes(), 60);
         b.hold(40).expect("fits exactly");
         drop(a);
