@@ -365,9 +365,7 @@ impl Ingester {
             .await
             .map_err(|e| ServiceError::internal(format!("ingester task failed: {e}")))?
     }
-}
 
-impl Ingester {
     /// A push request as it came over gRPC, decoded off the async runtime
     /// (see `cairn_rpc::codec`).
     pub async fn push_encoded(&self, request: bytes::Bytes) -> Result<PushOutcome, ServiceError> {
