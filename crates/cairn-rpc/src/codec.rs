@@ -72,8 +72,7 @@ fn label_len(name: &str, value: &str) -> usize {
 }
 
 fn sample_len(t: i64) -> usize {
-    let ts = if t == 0 { 0 } else { 1 + encoded_len_varint(t as u64) };
-    1 + 8 + ts
+    1 + 8 + varint_field_len(t)
 }
 
 /// The size of a length-delimited field whose key takes one byte and whose
@@ -107,14 +106,17 @@ fn encode_series(s: &PushSeries, out: &mut Vec<u8>) {
         str_field(2, &l.value, out);
     }
     for x in &s.samples {
-        len_field(2, sample_len(x.t), out);
-        out.push(key(1, KEY_FIXED64));
-        out.extend_from_slice(&x.v.to_le_bytes());
-        if x.t != 0 {
-            out.push(key(2, KEY_VARINT));
-            put_varint(x.t as u64, out);
-        }
+        put_sample(2, x, out);
     }
+}
+
+/// Appends `x` as a `prometheus.Sample` field with tag `tag`: the value
+/// always (so that -0.0 keeps its sign), the timestamp unless 0.
+fn put_sample(tag: u8, x: &cairn_common::Sample, out: &mut Vec<u8>) {
+    len_field(tag, sample_len(x.t), out);
+    out.push(key(1, KEY_FIXED64));
+    out.extend_from_slice(&x.v.to_le_bytes());
+    varint_field(2, x.t, out);
 }
 
 fn varint_field_len(v: i64) -> usize {
@@ -167,10 +169,7 @@ pub fn encode_chunked_series<'a>(
         }
     }
     for x in &s.samples {
-        len_field(3, sample_len(x.t), out);
-        out.push(key(1, KEY_FIXED64));
-        out.extend_from_slice(&x.v.to_le_bytes());
-        varint_field(2, x.t, out);
+        put_sample(3, x, out);
     }
 }
 
