@@ -222,9 +222,12 @@ pub struct Copies {
 }
 
 impl Copies {
-    /// Chunks to decode, at most: a measure of the work.
-    pub fn chunks(&self) -> usize {
-        self.first.chunks.len() + self.others.iter().map(|o| o.chunks.len()).sum::<usize>()
+    /// A measure of the work decoding takes, in chunks at most: every
+    /// chunk, and loose samples (an older ingester sends only those) as
+    /// full chunks would hold them.
+    pub fn work(&self) -> usize {
+        let per = usize::from(crate::chunk::TARGET_SAMPLES_PER_CHUNK);
+        [&self.first].into_iter().chain(&self.others).map(|c| c.chunks.len() + c.samples.len().div_ceil(per)).sum()
     }
 }
 
@@ -475,6 +478,15 @@ mod tests {
         let r = vec![chunked("a", &[shared], &[(25, 2.5)])];
         let out = decode_replicas(vec![r.clone(), r.clone(), r], &req(false, 0, 0)).expect("decodes");
         assert_eq!(flat(&out), vec![("a".into(), vec![(10, 1.0), (20, 2.0), (25, 2.5)])]);
+    }
+
+    #[test]
+    fn decoding_work_counts_chunks_and_loose_samples() {
+        let loose: Vec<(i64, f64)> = (0..121).map(|t| (t, 1.0)).collect();
+        let groups =
+            group_replicas(vec![vec![chunked("a", &[&[(1, 1.0)], &[(2, 2.0)]], &[])], vec![chunked("a", &[], &loose)]]);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].work(), 2 + 2, "two chunks, and 121 loose samples as two chunks' worth");
     }
 
     #[test]

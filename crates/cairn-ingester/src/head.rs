@@ -323,9 +323,9 @@ impl Head {
     }
 
     /// The chunks holding `[start, end]` of `series`, undecoded, for a
-    /// reader in another process, in label order. The sample limit is checked against the
-    /// samples certainly in the range (the reader applies it exactly), so
-    /// it never refuses a read that fits.
+    /// reader in another process, in label order. The sample limit is
+    /// checked against the samples certainly in the range (the reader
+    /// applies it exactly), so it never refuses a read that fits.
     pub fn read_chunks(
         series: Vec<Arc<Series>>,
         start: i64,

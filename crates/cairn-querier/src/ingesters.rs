@@ -58,16 +58,17 @@ impl ReplicatedQueryable {
     }
 }
 
-/// Answers with fewer chunks than this are decoded on the request's task:
-/// handing them to other threads costs more than it saves.
+/// Answers of less work than this many chunks ([`Copies::work`]) are
+/// decoded on the request's task: handing them to other threads costs more
+/// than it saves.
 const INLINE_DECODE_CHUNKS: usize = 256;
 
 /// Decodes the ingesters' answers off the async runtime, split over the
 /// machine's cores (at most four parts), in label order.
 async fn decode_in_parallel(groups: Vec<Copies>, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
     let (start, end, latest) = (req.start, req.end, req.latest_only);
-    let chunks: usize = groups.iter().map(Copies::chunks).sum();
-    if chunks < INLINE_DECODE_CHUNKS {
+    let work: usize = groups.iter().map(Copies::work).sum();
+    if work < INLINE_DECODE_CHUNKS {
         return decode_copies(groups, start, end, latest, req.ctx.as_deref());
     }
     let parts = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
