@@ -13,13 +13,15 @@
 //! tenant ids, Prometheus durations and timestamps, the XOR chunk codec, the
 //! error codes that map to HTTP and gRPC statuses, the storage read trait and
 //! the push trait that connect the roles, the [`service::Service`] trait every
-//! role implements, shared gRPC channels, a zero-copy reader of Prometheus's
+//! role implements, a dedicated executor for CPU-heavy async work, shared
+//! gRPC channels, a zero-copy reader of Prometheus's
 //! protobuf messages, and the shutdown signal.
 //!
 //! What must not: servers, or any knowledge of a particular component.
 
 pub mod chunk;
 pub mod duration;
+pub mod executor;
 pub mod grpc;
 pub mod inflight;
 pub mod labels;

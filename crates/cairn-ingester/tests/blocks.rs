@@ -3,11 +3,10 @@
 //! bring uploaded samples back, and head plus blocks answer like the data.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cairn_common::metrics::Registry;
 use cairn_common::push::{PushBatch, PushSeries, Pusher, RejectReason};
-use cairn_common::storage::{Queryable, SelectRequest, Series, merge_series};
+use cairn_common::storage::{Queryable, ReadContext, SelectRequest, Series, merge_series};
 use cairn_common::{Labels, MatchOp, Matcher, Sample, TenantId};
 use cairn_ingester::shipper::BlockSink;
 use cairn_ingester::{Ingester, IngesterConfig};
@@ -44,7 +43,12 @@ struct Node {
 fn start(dir: &std::path::Path) -> Node {
     let bucket: Arc<dyn ObjectStore> = StorageConfig::default().open(dir).expect("bucket");
     let mut registry = Registry::default();
-    let blocks = BlockStore::new(bucket.clone(), Duration::from_secs(3600), 1 << 20, &mut registry);
+    let cfg = StorageConfig {
+        bucket_index_refresh_interval: cairn_common::PromDuration::from_secs(3600),
+        metadata_cache_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let blocks = BlockStore::new(bucket.clone(), &cfg, &mut registry).expect("block store");
     let b = blocks.clone();
     let sink = BlockSink { bucket, notify: Arc::new(move |t, idx| b.notify(t, idx)), source: "test".into() };
     let cfg = IngesterConfig { block_duration: cairn_common::PromDuration::from_secs(10), ..Default::default() };
@@ -182,4 +186,42 @@ async fn the_whole_head_can_be_cut_and_writes_go_on() {
     let tail: Vec<(i64, i64)> = index.blocks[6..].iter().map(|b| (b.min_time, b.max_time)).collect();
     assert_eq!(tail, vec![(57_000, 59_000), (60_000, 65_000)]);
     assert_eq!(count(&both(&n).await), SERIES * 66);
+}
+
+/// Notes the thread of every charge a storage makes while reading.
+#[derive(Debug, Default)]
+struct ThreadRecorder(parking_lot::Mutex<Vec<String>>);
+
+impl ReadContext for ThreadRecorder {
+    fn charge(&self, _bytes: usize) -> Result<(), cairn_common::status::ServiceError> {
+        let name = std::thread::current().name().unwrap_or("unnamed").to_owned();
+        self.0.lock().push(name);
+        Ok(())
+    }
+}
+
+/// Decoding a block is CPU work: it runs on the block store's read
+/// threads, never on the runtime that asked.
+#[tokio::test(flavor = "current_thread")]
+async fn blocks_are_decoded_on_the_read_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = start(dir.path());
+    n.ingester.push(&tenant(), batch(0, 30)).await.expect("push");
+    n.ingester.ship_blocks(true).await.expect("ship");
+    let recorder = Arc::new(ThreadRecorder::default());
+    let m = [Matcher::new(MatchOp::Regex, "__name__", "m|other").expect("matcher")];
+    let req = SelectRequest {
+        matchers: &m,
+        start: i64::MIN,
+        end: i64::MAX,
+        max_series: 0,
+        max_samples: 0,
+        latest_only: false,
+        ctx: Some(recorder.clone()),
+    };
+    let got = n.blocks.select(&tenant(), &req).await.expect("select");
+    assert_eq!(count(&got), SERIES * 30);
+    let threads = recorder.0.lock().clone();
+    assert_eq!(threads.len(), SERIES * 3, "a charge per series per block");
+    assert!(threads.iter().all(|t| t.starts_with("cairn-block-read-")), "read on {threads:?}");
 }

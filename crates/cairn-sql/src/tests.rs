@@ -7,6 +7,7 @@ use cairn_common::metrics::Registry;
 use cairn_common::status::CodedError;
 use cairn_common::{Labels, Sample, TenantId};
 use cairn_storage::block::{BlockWriter, WriteOptions, row_order};
+use cairn_storage::config::StorageConfig;
 use cairn_storage::meta::{BlockMeta, FORMAT_VERSION};
 use cairn_storage::{BlockStore, index, paths};
 use object_store::local::LocalFileSystem;
@@ -88,7 +89,12 @@ async fn fixture_with(cfg: SqlConfig, timeout: Duration) -> Fixture {
         )],
     )
     .await;
-    let blocks = BlockStore::new(bucket, Duration::from_secs(60), 1 << 20, &mut Registry::default());
+    let storage = StorageConfig {
+        bucket_index_refresh_interval: cairn_common::PromDuration::from_secs(60),
+        metadata_cache_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let blocks = BlockStore::new(bucket, &storage, &mut Registry::default()).expect("block store");
     let budget = cairn_common::memory::MemoryBudget::new(1 << 30, "--query.memory-limit-bytes");
     Fixture { _dir: dir, sql: Sql::new(blocks, cfg, timeout, budget) }
 }

@@ -47,8 +47,6 @@ pub struct StorageConfig {
     )]
     pub retention: PromDuration,
 
-    /// Memory for cached block footers and page indexes, in bytes; the
-    /// least recently used are dropped beyond it.
     /// Time between a block's deletion mark and its deletion: at least
     /// the bucket index refresh interval plus the longest query.
     #[arg(
@@ -60,6 +58,8 @@ pub struct StorageConfig {
     )]
     pub deletion_delay: PromDuration,
 
+    /// Memory for cached block footers and page indexes, in bytes; the
+    /// least recently used are dropped beyond it.
     #[arg(
         long = "storage.metadata-cache-bytes",
         id = "storage.metadata_cache_bytes",
@@ -79,6 +79,29 @@ pub struct StorageConfig {
         default_value = "15s"
     )]
     pub bucket_index_refresh_interval: PromDuration,
+
+    /// Threads that read blocks for queries (decoding Parquet pages and
+    /// matching label columns), apart from the threads that answer
+    /// requests; 0 means one per core.
+    #[arg(
+        long = "storage.read-threads",
+        id = "storage.read_threads",
+        env = "CAIRN_STORAGE_READ_THREADS",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub read_threads: usize,
+
+    /// Block reads in progress at once, over all queries; more wait for
+    /// one to finish (each query reads at most 8 blocks at once).
+    #[arg(
+        long = "storage.max-concurrent-block-reads",
+        id = "storage.max_concurrent_block_reads",
+        env = "CAIRN_STORAGE_MAX_CONCURRENT_BLOCK_READS",
+        value_name = "N",
+        default_value_t = 32
+    )]
+    pub max_concurrent_block_reads: usize,
 
     #[command(flatten)]
     pub filesystem: FilesystemConfig,
@@ -172,6 +195,8 @@ impl Default for StorageConfig {
             deletion_delay: PromDuration::from_secs(2 * 3600),
             metadata_cache_bytes: 256 << 20,
             bucket_index_refresh_interval: PromDuration::from_secs(15),
+            read_threads: 0,
+            max_concurrent_block_reads: 32,
             filesystem: FilesystemConfig::default(),
             s3: S3Config::default(),
         }
@@ -186,6 +211,9 @@ impl StorageConfig {
                  or a querier could read a block after its deletion",
                 self.deletion_delay, self.bucket_index_refresh_interval
             ));
+        }
+        if self.max_concurrent_block_reads == 0 {
+            return Err("storage.max_concurrent_block_reads must be positive".into());
         }
         if self.bucket_index_refresh_interval.is_zero() {
             return Err("storage.bucket_index_refresh_interval must be positive".into());

@@ -26,6 +26,9 @@ pub enum Error {
     /// A query's read budget refused more data.
     #[error("{}", .0.message)]
     Limit(cairn_common::status::ServiceError),
+    /// A block read panicked, or the read threads stopped.
+    #[error("block read: {0}")]
+    Executor(#[from] cairn_common::executor::ExecutorError),
     /// Object storage is failing reads, or did not answer in time.
     #[error("{0}")]
     Unavailable(String),
@@ -60,6 +63,7 @@ impl CodedError for Error {
         match self {
             Error::ObjectStore(_) | Error::Io(_) | Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Limit(e) => e.code,
+            Error::Executor(cairn_common::executor::ExecutorError::ShutDown) => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         }
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use cairn_common::executor::{DedicatedExecutor, ExecutorGauges};
 use cairn_common::metrics::Registry;
 use cairn_common::push::MetricMetadata;
 use cairn_common::status::ServiceError;
@@ -34,6 +35,7 @@ use tracing::warn;
 use ulid::Ulid;
 
 use crate::block::BlockReader;
+use crate::config::StorageConfig;
 use crate::index::{self, BucketIndex};
 use crate::meta::BlockMeta;
 use crate::{Error, Result, paths};
@@ -55,6 +57,7 @@ struct StoreMetrics {
     read_bytes: Counter,
     blocks_queried: Counter,
     index_refresh_failures: Counter,
+    reads: ExecutorGauges,
 }
 
 impl StoreMetrics {
@@ -83,6 +86,12 @@ impl StoreMetrics {
             "bucket_index_refresh_failures",
             "Failed reads of a bucket index (the last one read is used meanwhile)",
             self.index_refresh_failures.clone(),
+        );
+        r.register("block_reads_running", "Block reads in progress", self.reads.running.clone());
+        r.register(
+            "block_reads_waiting",
+            "Block reads waiting for one of --storage.max-concurrent-block-reads",
+            self.reads.waiting.clone(),
         );
     }
 }
@@ -117,6 +126,9 @@ struct Inner {
     metrics: StoreMetrics,
     /// Until when queries skip object storage, and why.
     outage: Mutex<Option<(Instant, String)>>,
+    /// Where block reads run: decoding pages and matching label columns
+    /// is CPU work that must not stall the request runtime.
+    executor: DedicatedExecutor,
 }
 
 /// Read access to the blocks of every tenant in a bucket. Cheap to clone.
@@ -132,20 +144,30 @@ impl std::fmt::Debug for BlockStore {
 }
 
 impl BlockStore {
-    pub fn new(bucket: Arc<dyn ObjectStore>, refresh: Duration, cache_limit: usize, registry: &mut Registry) -> Self {
+    /// A store over `bucket` configured by `cfg` (footer cache, index
+    /// refresh, read threads and slots). Starts the threads that read
+    /// blocks.
+    pub fn new(bucket: Arc<dyn ObjectStore>, cfg: &StorageConfig, registry: &mut Registry) -> Result<Self> {
         let metrics = StoreMetrics::default();
         metrics.register(registry);
-        Self {
+        let executor = DedicatedExecutor::new(
+            "cairn-block-read",
+            cfg.read_threads,
+            cfg.max_concurrent_block_reads,
+            metrics.reads.clone(),
+        )?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 bucket,
-                refresh,
-                cache_limit,
+                refresh: cfg.bucket_index_refresh_interval.as_std(),
+                cache_limit: usize::try_from(cfg.metadata_cache_bytes).unwrap_or(usize::MAX),
                 indexes: Mutex::new(HashMap::new()),
                 readers: Mutex::new(ReaderCache::default()),
                 metrics,
                 outage: Mutex::new(None),
+                executor,
             }),
-        }
+        })
     }
 
     pub fn bucket(&self) -> &Arc<dyn ObjectStore> {
@@ -306,9 +328,10 @@ impl BlockStore {
     }
 
     /// Runs `f` on the reader of every live block overlapping `[start, end]`,
-    /// a few at a time, and returns the answers in block order. Gives up
-    /// at three quarters of the time `ctx`'s query has left, and fails at
-    /// once during an outage (see the module's documentation).
+    /// a few at a time on the read threads, and returns the answers in
+    /// block order. Gives up at three quarters of the time `ctx`'s query
+    /// has left, and fails at once during an outage (see the module's
+    /// documentation).
     async fn each_block<T, F, Fut>(
         &self,
         tenant: &TenantId,
@@ -318,17 +341,21 @@ impl BlockStore {
         f: F,
     ) -> Result<Vec<T>>
     where
-        F: Fn(Arc<BlockReader>) -> Fut,
-        Fut: Future<Output = Result<T>>,
+        T: Send + 'static,
+        F: Fn(Arc<BlockReader>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
     {
         self.check_outage()?;
         let work = async {
             let index = self.index(tenant).await?;
             let metas: Vec<BlockMeta> = index.live_overlapping(start, end).cloned().collect();
             self.inner.metrics.blocks_queried.inc_by(metas.len() as u64);
-            let f = &f;
             futures::stream::iter(metas)
-                .map(|meta| async move { f(self.reader(tenant, &meta).await?).await })
+                .map(|meta| {
+                    let (store, tenant, f) = (self.clone(), tenant.clone(), f.clone());
+                    let read = async move { f(store.reader(&tenant, &meta).await?).await };
+                    async move { self.inner.executor.run(read).await? }
+                })
                 .buffered(READ_CONCURRENCY)
                 .try_collect()
                 .await
@@ -366,9 +393,13 @@ impl BlockStore {
         let sets = matcher_sets_or_all(req.matcher_sets);
         let (start, end) = (req.start, req.end);
         let mut out = BTreeSet::new();
-        for set in &sets {
+        for set in sets {
+            let set: Arc<[Matcher]> = set.into();
             let answers = self
-                .each_block(tenant, start, end, req.ctx.as_deref(), |r| async move { r.series(set, start, end).await })
+                .each_block(tenant, start, end, req.ctx.as_deref(), move |r| {
+                    let set = set.clone();
+                    async move { r.series(&set, start, end).await }
+                })
                 .await?;
             for labels in answers.into_iter().flatten() {
                 if let Some(ctx) = &req.ctx
@@ -403,10 +434,13 @@ fn limited<T>(mut v: Vec<T>, limit: usize) -> Vec<T> {
 #[async_trait]
 impl Queryable for BlockStore {
     async fn select(&self, tenant: &TenantId, req: &SelectRequest<'_>) -> Result<Vec<Series>, ServiceError> {
-        let (matchers, start, end, latest) = (req.matchers, req.start, req.end, req.latest_only);
-        let ctx = req.ctx.as_deref();
+        let (start, end, latest) = (req.start, req.end, req.latest_only);
+        let (matchers, ctx): (Arc<[Matcher]>, _) = (req.matchers.into(), req.ctx.clone());
         let parts = self
-            .each_block(tenant, start, end, ctx, |r| async move { r.select(matchers, start, end, latest, ctx).await })
+            .each_block(tenant, start, end, req.ctx.as_deref(), move |r| {
+                let (matchers, ctx) = (matchers.clone(), ctx.clone());
+                async move { r.select(&matchers, start, end, latest, ctx.as_deref()).await }
+            })
             .await?;
         merge_series(parts, req)
     }
@@ -417,11 +451,15 @@ impl Queryable for BlockStore {
 
     async fn label_names(&self, tenant: &TenantId, req: &LabelsRequest<'_>) -> Result<Vec<String>, ServiceError> {
         let names: BTreeSet<String> = if req.matcher_sets.is_empty() {
+            let ctx = req.ctx.clone();
             let answers = self
-                .each_block(tenant, req.start, req.end, req.ctx.as_deref(), |r| async move {
-                    let names = r.label_names().map(str::to_owned).collect::<Vec<_>>();
-                    charge_strings(req.ctx.as_deref(), &names).map_err(Error::Limit)?;
-                    Ok(names)
+                .each_block(tenant, req.start, req.end, req.ctx.as_deref(), move |r| {
+                    let ctx = ctx.clone();
+                    async move {
+                        let names = r.label_names().map(str::to_owned).collect::<Vec<_>>();
+                        charge_strings(ctx.as_deref(), &names).map_err(Error::Limit)?;
+                        Ok(names)
+                    }
                 })
                 .await?;
             answers.into_iter().flatten().collect()
@@ -443,12 +481,15 @@ impl Queryable for BlockStore {
         let mut values = BTreeSet::new();
         for mut set in matcher_sets_or_all(req.matcher_sets) {
             set.push(has.clone());
-            let set = &set;
+            let (set, name, ctx): (Arc<[Matcher]>, Arc<str>, _) = (set.into(), name.into(), req.ctx.clone());
             let answers = self
-                .each_block(tenant, start, end, req.ctx.as_deref(), |r| async move {
-                    let values = r.label_values(name, set, start, end).await?;
-                    charge_strings(req.ctx.as_deref(), &values).map_err(Error::Limit)?;
-                    Ok(values)
+                .each_block(tenant, start, end, req.ctx.as_deref(), move |r| {
+                    let (set, name, ctx) = (set.clone(), name.clone(), ctx.clone());
+                    async move {
+                        let values = r.label_values(&name, &set, start, end).await?;
+                        charge_strings(ctx.as_deref(), &values).map_err(Error::Limit)?;
+                        Ok(values)
+                    }
                 })
                 .await?;
             values.extend(answers.into_iter().flatten());

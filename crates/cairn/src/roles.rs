@@ -92,12 +92,7 @@ fn open_blocks(
     registry: &mut Registry,
 ) -> anyhow::Result<(Arc<dyn object_store::ObjectStore>, BlockStore)> {
     let bucket = cfg.storage.open(&cfg.data_dir)?;
-    let blocks = BlockStore::new(
-        bucket.clone(),
-        cfg.storage.bucket_index_refresh_interval.as_std(),
-        cfg.storage.metadata_cache_bytes as usize,
-        registry,
-    );
+    let blocks = BlockStore::new(bucket.clone(), &cfg.storage, registry)?;
     Ok((bucket, blocks))
 }
 
