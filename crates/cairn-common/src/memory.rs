@@ -7,8 +7,8 @@
 //! flag: with any number of queries running at once, their memory stays
 //! under the limit instead of growing until the kernel kills the process.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
@@ -141,6 +141,11 @@ impl Reservation {
         *self.reserved.lock()
     }
 
+    /// The limit of the budget this reserves from.
+    pub fn budget_limit(&self) -> usize {
+        self.budget.limit()
+    }
+
     /// Reserves `n` more bytes, refused past `cap` bytes in all (0 = no
     /// cap) or past the budget's limit.
     pub fn grow(&self, n: usize, cap: usize) -> Result<(), ReserveError> {
@@ -191,6 +196,28 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.release(*self.reserved.get_mut());
+    }
+}
+
+/// How this process hands memory its threads freed back to the operating
+/// system; set once by the binary, which chose the allocator.
+static RELEASE_FREED: OnceLock<fn()> = OnceLock::new();
+
+/// Registers how freed memory is handed back (see [`release_freed`]).
+/// Only the first call counts.
+pub fn set_release_freed(f: fn()) {
+    let _ = RELEASE_FREED.set(f);
+}
+
+/// Hands back to the operating system what the calling thread freed, if
+/// the process registered how. A thread that finished a large piece of
+/// work and may then sit idle calls it (the blocking-pool thread that
+/// evaluated a PromQL query): an allocator that keeps freed pages per
+/// thread, to reuse them, would otherwise keep each idle thread's peak
+/// resident.
+pub fn release_freed() {
+    if let Some(f) = RELEASE_FREED.get() {
+        f();
     }
 }
 
@@ -280,5 +307,17 @@ mod tests {
         });
         assert!(granted.load(Ordering::Relaxed) <= 1000);
         assert_eq!(b.used(), granted.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn release_freed_calls_the_registered_hook() {
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        fn hook() {
+            CALLS.fetch_add(1, Ordering::Relaxed);
+        }
+        set_release_freed(hook);
+        release_freed();
+        release_freed();
+        assert_eq!(CALLS.load(Ordering::Relaxed), 2);
     }
 }

@@ -35,6 +35,8 @@ pub const BUDGET_STEP: usize = 1 << 20;
 #[derive(Debug)]
 pub struct QueryMeter {
     held: AtomicUsize,
+    /// The most `held` has been.
+    peak: AtomicUsize,
     max_bytes: usize,
     max_samples: usize,
     reservation: Option<Reservation>,
@@ -52,6 +54,7 @@ impl QueryMeter {
     pub fn new(max_samples: usize, budget: Option<Arc<MemoryBudget>>, deadline: Option<Instant>) -> Self {
         Self {
             held: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             max_bytes: max_samples.saturating_mul(SAMPLE_BYTES),
             max_samples,
             reservation: budget.map(Reservation::new),
@@ -71,6 +74,14 @@ impl QueryMeter {
     /// Bytes held now.
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Whether the query held a large share of the memory all queries may
+    /// hold (an eighth or more of the budget) at some point: after it, the
+    /// thread that evaluated it should hand what it freed back to the
+    /// operating system (see `cairn_common::memory::release_freed`).
+    pub fn held_much(&self) -> bool {
+        self.reservation.as_ref().is_some_and(|r| self.peak.load(Ordering::Relaxed) >= r.budget_limit() / 8)
     }
 
     /// Fails when the deadline passed or the query was cancelled.
@@ -107,6 +118,7 @@ impl QueryMeter {
     }
 
     fn check(&self, held: usize) -> Result<()> {
+        self.peak.fetch_max(held, Ordering::Relaxed);
         if self.max_bytes > 0 && held > self.max_bytes {
             return Err(EvalError::Limit(format!(
                 "query processing would load too many samples into memory in query execution: more than {} samples of {SAMPLE_BYTES} bytes (raise --query.max-samples)",
@@ -186,5 +198,17 @@ mod tests {
         let past = Instant::now().checked_sub(std::time::Duration::from_millis(2)).unwrap_or_else(Instant::now);
         let m = QueryMeter::new(0, None, Some(past));
         assert!(matches!(m.charge(1), Err(EvalError::Timeout(_))));
+    }
+
+    #[test]
+    fn a_query_holds_much_from_an_eighth_of_the_budget() {
+        let budget = MemoryBudget::new(64 << 20, "--query.memory-limit-bytes");
+        let m = QueryMeter::new(0, Some(budget.clone()), None);
+        m.charge((8 << 20) - 1).expect("charge");
+        assert!(!m.held_much());
+        m.charge(1).expect("charge");
+        m.settle(0, 0).expect("released");
+        assert!(m.held_much(), "the peak counts, not what is held at the end");
+        assert!(!QueryMeter::new(0, None, None).held_much(), "no budget, nothing to compare with");
     }
 }
