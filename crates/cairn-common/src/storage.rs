@@ -80,7 +80,13 @@ pub struct SelectRequest<'a> {
     pub ctx: Option<Arc<dyn ReadContext>>,
 }
 
-impl SelectRequest<'_> {
+impl<'a> SelectRequest<'a> {
+    /// Every sample of the series `matchers` match: all time, no limits,
+    /// no context.
+    pub fn whole(matchers: &'a [Matcher]) -> Self {
+        Self { matchers, start: i64::MIN, end: i64::MAX, max_series: 0, max_samples: 0, latest_only: false, ctx: None }
+    }
+
     /// Charges the context, if any, for a series of `samples` samples.
     pub fn charge(&self, samples: usize) -> Result<(), ServiceError> {
         match &self.ctx {

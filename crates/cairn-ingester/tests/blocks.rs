@@ -68,15 +68,7 @@ async fn both(n: &Node) -> Vec<Series> {
 
 async fn select_merged(tiers: &[&dyn Queryable]) -> Vec<Series> {
     let m = [Matcher::new(MatchOp::Equal, "__name__", "m").expect("matcher")];
-    let req = SelectRequest {
-        matchers: &m,
-        start: i64::MIN,
-        end: i64::MAX,
-        max_series: 0,
-        max_samples: 0,
-        latest_only: false,
-        ctx: None,
-    };
+    let req = SelectRequest::whole(&m);
     let mut parts = Vec::new();
     for q in tiers {
         parts.push(q.select(&tenant(), &req).await.expect("select"));
@@ -210,15 +202,7 @@ async fn blocks_are_decoded_on_the_read_threads() {
     n.ingester.ship_blocks(true).await.expect("ship");
     let recorder = Arc::new(ThreadRecorder::default());
     let m = [Matcher::new(MatchOp::Regex, "__name__", "m|other").expect("matcher")];
-    let req = SelectRequest {
-        matchers: &m,
-        start: i64::MIN,
-        end: i64::MAX,
-        max_series: 0,
-        max_samples: 0,
-        latest_only: false,
-        ctx: Some(recorder.clone()),
-    };
+    let req = SelectRequest { ctx: Some(recorder.clone()), ..SelectRequest::whole(&m) };
     let got = n.blocks.select(&tenant(), &req).await.expect("select");
     assert_eq!(count(&got), SERIES * 30);
     let threads = recorder.0.lock().clone();

@@ -46,15 +46,7 @@ fn open(dir: &std::path::Path) -> Ingester {
 
 async fn select(ing: &Ingester) -> Vec<Series> {
     let m = [Matcher::new(MatchOp::Equal, "__name__", "golden").expect("matcher")];
-    let req = SelectRequest {
-        matchers: &m,
-        start: i64::MIN,
-        end: i64::MAX,
-        max_series: 0,
-        max_samples: 0,
-        latest_only: false,
-        ctx: None,
-    };
+    let req = SelectRequest::whole(&m);
     ing.select(&tenant(), &req).await.expect("select")
 }
 
