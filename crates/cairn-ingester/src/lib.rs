@@ -17,6 +17,7 @@
 //! talks to other components: it is reached through [`Pusher`] and
 //! [`Queryable`], in process or over gRPC.
 
+mod arrivals;
 pub mod checkpoint;
 pub mod config;
 pub mod db;
@@ -79,6 +80,8 @@ struct Inner {
     shipper: Option<Arc<Shipper>>,
     /// Pushes admitted and not yet answered.
     in_flight: Arc<InFlight>,
+    /// Each tenant's pushes in the order they arrived.
+    arrivals: arrivals::Arrivals,
 }
 
 /// A cheap-to-clone handle to the ingester of this process.
@@ -132,6 +135,7 @@ impl Ingester {
                 leaving: AtomicBool::new(false),
                 shipper,
                 in_flight,
+                arrivals: Default::default(),
             }),
         })
     }
@@ -368,10 +372,18 @@ impl Ingester {
 
     /// A push request as it came over gRPC, decoded off the async runtime
     /// (see `cairn_rpc::codec`).
+    /// Pushes of one tenant append in the order they arrived (see
+    /// [`arrivals`]), each decoded in parallel with the others.
     pub async fn push_encoded(&self, request: bytes::Bytes) -> Result<PushOutcome, ServiceError> {
         let _held = self.admit_push()?;
+        let ticket = cairn_rpc::codec::push_tenant(&request)
+            .filter(|t| TenantId::new(t).is_ok())
+            .map(|t| self.inner.arrivals.ticket(t));
         self.blocking(move |ing| {
             let push = cairn_rpc::codec::decode_push_borrowed(&request)?;
+            if let Some(t) = &ticket {
+                t.wait_turn(arrivals::MAX_WAIT);
+            }
             ing.push_blocking(&push.tenant, push.series(), &push.metadata)
         })
         .await

@@ -365,6 +365,21 @@ pub fn decode_push_borrowed(buf: &[u8]) -> Result<BorrowedPush<'_>, ServiceError
     decode(buf).map_err(|e| ServiceError::bad_data(format!("push request: {e}")))
 }
 
+/// The tenant a push request names, read without decoding the rest (its
+/// series are skipped by their length prefixes); `None` if the request
+/// is malformed or names none, which the full decode then reports.
+pub fn push_tenant(buf: &[u8]) -> Option<&str> {
+    let mut r = Reader::new(buf);
+    while !r.done() {
+        let (field, wire_type) = r.key().ok()?;
+        if field == 1 && wire_type == LEN {
+            return std::str::from_utf8(r.bytes().ok()?).ok();
+        }
+        r.skip(wire_type).ok()?;
+    }
+    None
+}
+
 fn decode(buf: &[u8]) -> Result<BorrowedPush<'_>, WireError> {
     let mut tenant = "";
     let (mut metadata, mut labels, mut samples, mut ends) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

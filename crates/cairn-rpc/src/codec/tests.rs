@@ -59,6 +59,7 @@ proptest! {
         let bytes = p.to_bytes();
         prop_assert_eq!(bytes.len(), p.len());
         let (t, got) = decode_push(&bytes).expect("decodes");
+        prop_assert_eq!(push_tenant(&bytes), Some(tenant.as_str()));
         prop_assert_eq!(t, tenant);
         prop_assert_eq!(&got.metadata, &batch.metadata);
         let want: Vec<&PushSeries> = batch.series.iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, s)| s).collect();
@@ -192,4 +193,16 @@ fn unsorted_or_invalid_input_is_handled() {
     assert_eq!(e.code, cairn_common::ErrorCode::BadData);
     let e = decode_push(&[0x0a, 0x00]).expect_err("empty tenant");
     assert_eq!(e.code, cairn_common::ErrorCode::BadData);
+}
+
+#[test]
+fn the_tenant_is_found_wherever_it_stands() {
+    let series = vec![cairn_proto::prometheus::TimeSeries::default(); 3];
+    let mut buf = PushRequest { tenant: String::new(), timeseries: series, metadata: Vec::new() }.encode_to_vec();
+    // A tenant field after the series (prost writes it first).
+    PushRequest { tenant: "team-b".into(), ..Default::default() }.encode(&mut buf).expect("encode");
+    assert_eq!(push_tenant(&buf), Some("team-b"));
+    assert_eq!(push_tenant(&[]), None);
+    assert_eq!(push_tenant(&[0x0a, 0x05, b'a']), None, "a truncated tenant");
+    assert_eq!(push_tenant(&[0x0a, 0x01, 0xff]), None, "not UTF-8");
 }
