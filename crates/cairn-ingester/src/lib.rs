@@ -372,6 +372,7 @@ impl Ingester {
 
     /// A push request as it came over gRPC, decoded off the async runtime
     /// (see `cairn_rpc::codec`).
+    ///
     /// Pushes of one tenant append in the order they arrived (see
     /// [`arrivals`]), each decoded in parallel with the others.
     pub async fn push_encoded(&self, request: bytes::Bytes) -> Result<PushOutcome, ServiceError> {
