@@ -89,11 +89,6 @@ impl Labels {
         }
     }
 
-    /// The same set without `__name__`.
-    pub fn without_metric_name(&self) -> Labels {
-        Labels(self.0.iter().filter(|l| l.name != METRIC_NAME).cloned().collect())
-    }
-
     /// Keeps only the labels whose names `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&Label) -> bool) {
         self.0.retain(|l| keep(l));
