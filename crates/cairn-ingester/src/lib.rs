@@ -66,6 +66,9 @@ pub enum Error {
 /// Selects of at most this many series are decoded on the calling task.
 const INLINE_SELECT_SERIES: usize = 16;
 
+/// The longest a leaving ingester waits for the pushes it admitted.
+const DRAIN_PUSHES: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Inner {
     cfg: IngesterConfig,
     wal_root: PathBuf,
@@ -186,9 +189,21 @@ impl Ingester {
     }
 
     /// From now on pushes answer 503 ("leaving"): writers count this
-    /// replica as failed and their quorum comes from the others.
-    pub fn stop_accepting_writes(&self) {
+    /// replica as failed and their quorum comes from the others. Returns
+    /// once the pushes admitted before have finished (at most
+    /// [`DRAIN_PUSHES`]), so that a head cut afterwards holds every sample
+    /// this ingester acknowledged: a push that saw the flag unset may
+    /// still be waiting for its turn or for the append lock.
+    pub async fn stop_accepting_writes(&self) {
         self.inner.leaving.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + DRAIN_PUSHES;
+        while self.inner.in_flight.requests() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                warn!(pushes = self.inner.in_flight.requests(), "pushes still running after {DRAIN_PUSHES:?}");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     fn get_tenant(&self, tenant: &TenantId) -> Option<Arc<TenantDb>> {
@@ -488,5 +503,59 @@ impl Queryable for Ingester {
         metric: Option<&str>,
     ) -> Result<BTreeMap<String, Vec<MetricMetadata>>, ServiceError> {
         Ok(self.get_tenant(tenant).map(|db| db.metadata(metric)).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_common::push::PushSeries;
+    use cairn_common::{Labels, Sample};
+    use cairn_rpc::codec::{EncodedPush, SeriesBuffer, encode_head};
+
+    use super::*;
+
+    /// A leaving ingester waits for the pushes it admitted before it
+    /// stopped taking writes: one held back by its turn in the line has
+    /// finished (here refused, as it checks the flag after its turn) by the
+    /// time `stop_accepting_writes` returns, so no push appends after the
+    /// head is cut.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leaving_waits_for_the_pushes_it_admitted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ing = Ingester::new(IngesterConfig::default(), dir.path(), &mut Registry::default(), None)
+            .expect("ingester");
+        ing.replay_all().expect("replay");
+        let tenant = TenantId::new("t").expect("tenant");
+        let batch = PushBatch {
+            series: vec![PushSeries {
+                labels: Labels::from_pairs([("__name__", "m")]),
+                samples: vec![Sample::new(1, 1.0)],
+            }],
+            metadata: vec![],
+        };
+        let mut buf = SeriesBuffer::for_series(&batch.series);
+        for s in &batch.series {
+            buf.push(s);
+        }
+        let request = EncodedPush::all(encode_head(&tenant, &[]), buf.finish()).to_bytes();
+        // An earlier push that has not finished holds the line.
+        let earlier = ing.inner.arrivals.ticket("t");
+        let push = tokio::spawn({
+            let ing = ing.clone();
+            async move { ing.push_encoded(request).await }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while ing.inner.in_flight.requests() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the push is admitted");
+        ing.stop_accepting_writes().await;
+        assert_eq!(ing.inner.in_flight.requests(), 0, "returned before the admitted push finished");
+        drop(earlier);
+        let refused = push.await.expect("join").expect_err("it reached the check after the flag");
+        assert_eq!(refused.code, ErrorCode::Unavailable);
+        assert!(ing.push(&tenant, batch).await.is_err(), "refused once leaving");
     }
 }

@@ -89,7 +89,7 @@ impl Service for IngesterRole {
             tracing::warn!(error = %e, "could not mark this ingester LEAVING");
         }
         tokio::time::sleep(LEAVE_NOTICE).await;
-        self.ingester.stop_accepting_writes();
+        self.ingester.stop_accepting_writes().await;
         match self.ingester.ship_blocks(true).await {
             Ok(()) => {
                 tracing::info!("head flushed to object storage");
