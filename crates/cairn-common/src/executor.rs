@@ -17,7 +17,6 @@
 use std::sync::Arc;
 use std::thread;
 
-use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, oneshot};
@@ -46,7 +45,7 @@ struct Shared {
     gauges: ExecutorGauges,
     /// Dropped with the last clone of the executor: its runtime's thread
     /// then shuts the runtime down.
-    _stop: Mutex<Option<oneshot::Sender<()>>>,
+    _stop: oneshot::Sender<()>,
 }
 
 /// A runtime of `threads` threads that runs at most `slots` pieces of
@@ -96,12 +95,7 @@ impl DedicatedExecutor {
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
         })?;
         Ok(Self {
-            shared: Arc::new(Shared {
-                handle,
-                slots: Arc::new(Semaphore::new(slots.max(1))),
-                gauges,
-                _stop: Mutex::new(Some(stop)),
-            }),
+            shared: Arc::new(Shared { handle, slots: Arc::new(Semaphore::new(slots.max(1))), gauges, _stop: stop }),
         })
     }
 

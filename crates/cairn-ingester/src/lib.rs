@@ -522,8 +522,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn leaving_waits_for_the_pushes_it_admitted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ing = Ingester::new(IngesterConfig::default(), dir.path(), &mut Registry::default(), None)
-            .expect("ingester");
+        let ing =
+            Ingester::new(IngesterConfig::default(), dir.path(), &mut Registry::default(), None).expect("ingester");
         ing.replay_all().expect("replay");
         let tenant = TenantId::new("t").expect("tenant");
         let batch = PushBatch {
