@@ -7,13 +7,15 @@
 //! refuse the older sample as out of order: its copy of the series would
 //! then differ from the others', and every query would decode both.
 //!
-//! So each push takes a ticket when it arrives (on the async runtime, in
-//! the order the connection delivered it), is decoded in parallel with
-//! the others, and waits for the pushes that arrived before it to be
-//! applied before it appends. The wait is bounded: a push whose
-//! predecessor is still queued for a thread goes on after
-//! [`MAX_WAIT`], as it would without tickets, so no push ever waits on
-//! one that cannot run.
+//! So each push takes a ticket when its handler starts (on the async
+//! runtime, mostly in the order the connection delivered the pushes: the
+//! runtime may start the handlers of pushes that arrived together in
+//! another order), is decoded in parallel with the others, and waits for
+//! the pushes with earlier tickets to be applied before it appends. The
+//! wait is bounded by [`MAX_WAIT`], after which a push goes on as it
+//! would without tickets, so no push ever waits on one that cannot run.
+//! A leaving ingester waits for the pushes it admitted, waiting ones
+//! included, before it cuts its head (`Ingester::stop_accepting_writes`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
