@@ -42,7 +42,7 @@ impl InFlight {
 
     /// Admits one more request, or refuses it.
     pub fn enter(self: &Arc<Self>) -> Result<Held, Refused> {
-        let n = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         self.requests_gauge.inc();
         let held = Held { of: self.clone(), bytes: 0 };
         if self.max_requests > 0 && n > self.max_requests {
@@ -52,7 +52,7 @@ impl InFlight {
     }
 
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::Acquire)
+        self.requests.load(Ordering::SeqCst)
     }
 
     pub fn bytes(&self) -> usize {

@@ -195,7 +195,10 @@ impl Ingester {
     /// this ingester acknowledged: a push that saw the flag unset may
     /// still be waiting for its turn or for the append lock.
     pub async fn stop_accepting_writes(&self) {
-        self.inner.leaving.store(true, Ordering::Release);
+        // SeqCst on both sides: a push counts itself in flight before it
+        // reads the flag, this reads the count after setting it, so one of
+        // the two sees the other.
+        self.inner.leaving.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + DRAIN_PUSHES;
         while self.inner.in_flight.requests() > 0 {
             if tokio::time::Instant::now() >= deadline {
@@ -227,7 +230,7 @@ impl Ingester {
 
     /// Appends a write for a tenant: its series, owned or borrowed from a
     /// request, and metadata. Blocking (WAL I/O).
-    pub fn push_blocking<S: SeriesInput>(
+    fn push_blocking<S: SeriesInput>(
         &self,
         tenant: &TenantId,
         series: impl IntoIterator<Item = S>,
@@ -236,7 +239,7 @@ impl Ingester {
         if !self.is_ready() {
             return Err(ServiceError::new(ErrorCode::Unavailable, "ingester is replaying its write-ahead log"));
         }
-        if self.inner.leaving.load(Ordering::Acquire) {
+        if self.inner.leaving.load(Ordering::SeqCst) {
             return Err(ServiceError::new(ErrorCode::Unavailable, "ingester is leaving the ring"));
         }
         let db = match self.get_tenant(tenant) {
